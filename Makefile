@@ -1,0 +1,54 @@
+# SightSound: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+FLASK := $(VENV)/bin/flask --app study_app
+HOST ?= 127.0.0.1
+PORT ?= 5000
+# torch must come first: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test test-fast lint env env-all clean-demo browser
+
+$(VENV)/.app-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.all-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_PIN)
+	$(PIP) install --quiet -e '.[synthesis,analysis,dev]'
+	touch $(VENV)/.app-installed $@
+
+env: $(VENV)/.app-installed
+env-all: $(VENV)/.all-installed
+
+## demo: build the demo stimuli, set up SQLite in instance/, start the app, print the links.
+demo: env
+	$(FLASK) demo-setup --base-url http://$(HOST):$(PORT)
+	$(FLASK) run --host $(HOST) --port $(PORT)
+
+## test: the whole suite (SQLite and PostgreSQL, browser tests included).
+test: env-all browser
+	$(PY) -m pytest
+
+## test-fast: everything but the slow browser and model tests.
+test-fast: env-all
+	$(PY) -m pytest -m "not slow" -q
+
+## browser: Debian's Chromium for the Playwright tests (Playwright cannot download one here).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: env-all
+	$(VENV)/bin/ruff check .
+
+clean-demo:
+	rm -rf stimuli/demo instance/sightsound.sqlite* instance/media

@@ -1,0 +1,101 @@
+"""SightSound study app: researchers design blind listening studies, participants take them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import markdown
+from flask import Flask, redirect, url_for
+from markupsafe import Markup
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Application factory (as in Flask's tutorial): config from instance/ and the environment."""
+    app = Flask(__name__, instance_relative_config=True)
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(
+        SECRET_KEY=_secret_key(instance),
+        SQLALCHEMY_DATABASE_URI=database_url(os.environ.get("DATABASE_URL"), instance),
+        MEDIA_DIR=str(instance / "media"),
+        MAX_CONTENT_LENGTH=64 * 1024,  # answers are small; a large body is an attack
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # a participant may take an hour over a page
+    )
+    app.config.from_pyfile("config.py", silent=True)
+    if test_config:
+        app.config.update(test_config)
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    )
+
+    from . import cli, models, participant, researcher  # noqa: F401 - models registers tables
+    from .extensions import csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    app.register_blueprint(participant.bp)
+    app.register_blueprint(researcher.bp)
+    cli.register(app)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self' https:",
+        )
+        return response
+
+    @app.template_filter("markdown")
+    def render_markdown(text: str) -> Markup:
+        # Researchers write consent and debrief texts; raw HTML in them is escaped, not run.
+        return Markup(markdown.markdown((text or "").replace("<", "&lt;")))
+
+    @app.get("/")
+    def index():
+        return redirect(url_for("researcher.studies"))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+def database_url(url: str | None, instance: Path) -> str:
+    """DATABASE_URL when set (PostgreSQL in production), else SQLite in instance/."""
+    if not url:
+        return f"sqlite:///{instance / 'sightsound.sqlite'}"
+    # We ship psycopg 3; a bare postgresql:// URL would ask SQLAlchemy for psycopg2.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+def _secret_key(instance: Path) -> str:
+    """SECRET_KEY from the environment, else a random key kept in instance/ across restarts."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    key_file = instance / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()

@@ -1,0 +1,184 @@
+"""The export contract (docs/export-format.md): responses.csv and study.json for `analysis`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from . import __version__
+from .extensions import db
+from .models import Participant, Study, Trial, as_utc, utcnow
+from .trial_types import all_trial_types, get_trial_type
+
+CORE_COLUMNS = (
+    "study",
+    "participant",
+    "assignment_index",
+    "list_index",
+    "external_id",
+    "block",
+    "block_index",
+    "trial_type",
+    "trial_index",
+    "trial_in_block",
+    "is_catch",
+    "source",
+    "segment",
+    "condition",
+    "conditions",
+    "clip",
+    "clip_a",
+    "clip_b",
+    "clip_x",
+    "reference_slot",
+    "correct_answer",
+    "answer",
+    "correct",
+    "confidence",
+    "valence",
+    "arousal",
+    "gems",
+    "fit",
+    "tempo",
+    "video_shown",
+    "plays_a",
+    "plays_b",
+    "plays_x",
+    "plays",
+    "clip_duration",
+    "rt_ms",
+    "presented_at",
+    "answered_at",
+    "flag_failed_screening",
+    "flag_failed_catch",
+    "flag_too_fast",
+    "excluded",
+)
+
+
+def export_columns() -> list[str]:
+    """Core columns, then each trial type's own, in registration-independent (sorted) order."""
+    columns = list(CORE_COLUMNS)
+    for name in sorted(all_trial_types()):
+        columns.extend(c for c in all_trial_types()[name].export_columns if c not in columns)
+    return columns
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def response_rows(study: Study) -> Iterator[dict[str, Any]]:
+    """One dict per answered, exported trial, with every flag computed."""
+    participants = db.session.scalars(
+        select(Participant)
+        .where(Participant.study_id == study.id)
+        .order_by(Participant.assignment_index)
+        .options(selectinload(Participant.trials).selectinload(Trial.response))
+    )
+    blocks = study.design["blocks"]
+    for participant in participants:
+        answered = [t for t in participant.trials if t.response is not None]
+        failed_screening = _failed_screening(blocks, answered)
+        failed_catch = any(
+            t.spec.get("is_catch") and t.response.answer.get("answer") != t.spec["correct_answer"]
+            for t in answered
+        )
+        for trial in answered:
+            trial_type = get_trial_type(trial.trial_type)
+            if not trial_type.exported:
+                continue
+            answer = trial.response.answer
+            elapsed_ms = _elapsed_ms(trial)
+            too_fast = elapsed_ms is not None and elapsed_ms < 1000 * trial_type.min_listen_seconds(
+                trial.spec, {}
+            )
+            row: dict[str, Any] = {
+                "study": study.slug,
+                "participant": participant.public_id,
+                "assignment_index": participant.assignment_index,
+                "external_id": participant.external_id,
+                "block": trial.block_id,
+                "block_index": trial.block_index,
+                "trial_type": trial.trial_type,
+                "trial_index": trial.trial_index,
+                "trial_in_block": trial.trial_in_block,
+                "is_catch": int(bool(trial.spec.get("is_catch"))),
+                "rt_ms": answer.get("client_rt_ms") or elapsed_ms,
+                "presented_at": iso(trial.presented_at),
+                "answered_at": iso(trial.response.answered_at),
+                "flag_failed_screening": int(failed_screening),
+                "flag_failed_catch": int(failed_catch),
+                "flag_too_fast": int(too_fast),
+            }
+            row.update(trial_type.export_fields(trial.spec, answer))
+            row["excluded"] = int(failed_screening or failed_catch or too_fast)
+            yield row
+
+
+def _failed_screening(blocks: list[dict[str, Any]], answered: list[Trial]) -> bool:
+    for index, block in enumerate(blocks):
+        if block["type"] != "headphone_check":
+            continue
+        trials = [t for t in answered if t.block_index == index]
+        correct = sum(t.response.answer["answer"] == t.spec["correct_answer"] for t in trials)
+        if trials and correct < block["pass_threshold"]:
+            return True
+    return False
+
+
+def _elapsed_ms(trial: Trial) -> int | None:
+    """Server-side time from first showing the trial to storing its answer (cannot be forged
+    shorter by the client, so the too-fast flag uses it)."""
+    if trial.presented_at is None:
+        return None
+    delta = as_utc(trial.response.answered_at) - as_utc(trial.presented_at)
+    return int(delta.total_seconds() * 1000)
+
+
+def responses_csv(study: Study) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=export_columns(), extrasaction="raise")
+    writer.writeheader()
+    for row in response_rows(study):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def study_json(study: Study) -> dict[str, Any]:
+    participants = study.participants
+    return {
+        "format": "sightsound-export/1",
+        "study": {
+            "slug": study.slug,
+            "title": study.title,
+            "status": study.status,
+            "created_at": iso(study.created_at),
+            "exported_at": iso(utcnow()),
+            "app_version": __version__,
+            "stimulus_set": study.stimulus_set.name,
+            "participants_started": len(participants),
+            "participants_completed": sum(p.completed_at is not None for p in participants),
+        },
+        "design": study.design,
+        "manifest": study.stimulus_set.manifest,
+    }
+
+
+def write_export(study: Study, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "responses.csv"
+    json_path = out_dir / "study.json"
+    csv_path.write_text(responses_csv(study), encoding="utf-8", newline="")
+    json_path.write_text(json.dumps(study_json(study), indent=2) + "\n", encoding="utf-8")
+    return csv_path, json_path

@@ -1,0 +1,191 @@
+"""Database models (SQLAlchemy 2.0 typed). Migrations live in migrations/ (Alembic)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db, login_manager
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_token() -> str:
+    """An opaque, unguessable token (256 bits): participants see nothing else."""
+    return secrets.token_urlsafe(32)
+
+
+class Researcher(UserMixin, db.Model):
+    __tablename__ = "researchers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+@login_manager.user_loader
+def load_researcher(user_id: str) -> Researcher | None:
+    return db.session.get(Researcher, int(user_id))
+
+
+class StimulusSet(db.Model):
+    __tablename__ = "stimulus_sets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    folder: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    clips: Mapped[list[Clip]] = relationship(back_populates="stimulus_set")
+    segments: Mapped[list[Segment]] = relationship(back_populates="stimulus_set")
+
+
+class Segment(db.Model):
+    """A segment of a performance video; its muted video is what emotion trials show."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("stimulus_set_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id"))
+    key: Mapped[str] = mapped_column(String(128))  # the manifest's segment id
+    source_key: Mapped[str] = mapped_column(String(128))
+    start: Mapped[float] = mapped_column(Float)
+    duration: Mapped[float] = mapped_column(Float)
+    video_file: Mapped[str | None] = mapped_column(String(200))  # under MEDIA_DIR
+    video_mimetype: Mapped[str | None] = mapped_column(String(40))
+    stimulus_set: Mapped[StimulusSet] = relationship(back_populates="segments")
+
+
+class Clip(db.Model):
+    __tablename__ = "clips"
+    __table_args__ = (UniqueConstraint("stimulus_set_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id"))
+    key: Mapped[str] = mapped_column(String(128))  # the manifest's clip id
+    segment_key: Mapped[str] = mapped_column(String(128))
+    source_key: Mapped[str] = mapped_column(String(128))
+    condition: Mapped[str] = mapped_column(String(40))
+    duration: Mapped[float] = mapped_column(Float)
+    # A canonical copy (plain PCM WAV, no metadata) under MEDIA_DIR with a random name: what
+    # participants are served, so nothing in the original file can reach them.
+    media_file: Mapped[str] = mapped_column(String(200))
+    stimulus_set: Mapped[StimulusSet] = relationship(back_populates="clips")
+
+
+class Study(db.Model):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"))
+    stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id"))
+    design: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # draft, open, closed
+    entry_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    completion_code: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    owner: Mapped[Researcher] = relationship()
+    stimulus_set: Mapped[StimulusSet] = relationship()
+    participants: Mapped[list[Participant]] = relationship(back_populates="study")
+
+
+class Participant(db.Model):
+    __tablename__ = "participants"
+    __table_args__ = (
+        UniqueConstraint("study_id", "assignment_index"),
+        UniqueConstraint("study_id", "external_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    assignment_index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    external_id: Mapped[str | None] = mapped_column(String(64))  # PROLIFIC_PID
+    external_study_id: Mapped[str | None] = mapped_column(String(64))  # STUDY_ID
+    external_session_id: Mapped[str | None] = mapped_column(String(64))  # SESSION_ID
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    screened_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    study: Mapped[Study] = relationship(back_populates="participants")
+    trials: Mapped[list[Trial]] = relationship(
+        back_populates="participant", order_by="Trial.trial_index", cascade="all, delete-orphan"
+    )
+
+    @property
+    def public_id(self) -> str:
+        return f"P{self.assignment_index + 1:04d}"
+
+
+class Trial(db.Model):
+    """One scheduled trial. `spec` is server-side only; the browser sees `token`."""
+
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("participant_id", "trial_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    trial_index: Mapped[int] = mapped_column(Integer)
+    trial_in_block: Mapped[int] = mapped_column(Integer)
+    block_id: Mapped[str] = mapped_column(String(40))
+    block_index: Mapped[int] = mapped_column(Integer)
+    trial_type: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    presented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    participant: Mapped[Participant] = relationship(back_populates="trials")
+    response: Mapped[Response | None] = relationship(
+        back_populates="trial", cascade="all, delete-orphan"
+    )
+
+
+class Response(db.Model):
+    """An answer. One per trial (the unique key makes a repeated submit a no-op)."""
+
+    __tablename__ = "responses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), unique=True)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trial: Mapped[Trial] = relationship(back_populates="response")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):  # noqa: ARG001
+    """SQLite: WAL (readers never block the writer), enforced foreign keys, patient locking."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

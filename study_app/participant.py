@@ -1,0 +1,261 @@
+"""Participant-facing pages. Everything a participant's browser receives is blind: it names
+trials and media only by opaque tokens and slots (a, b, x, clip, video), never by condition,
+clip id, file name or source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy import select
+
+from .extensions import db
+from .headphone_check import HeadphoneTrial, calibration_noise_wav_bytes, headphone_trial_wav_bytes
+from .models import Clip, Participant, Segment, Study, Trial, utcnow
+from .services import (
+    MEDIA_MTIME,
+    AnswerError,
+    ExternalIds,
+    OutOfOrder,
+    current_trial,
+    enroll,
+    record_answer,
+)
+from .trial_types import get_trial_type
+
+bp = Blueprint("participant", __name__, template_folder="trial_types/templates", static_folder=None)
+
+EXTERNAL_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+
+
+def _no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _participant(token: str) -> Participant:
+    participant = db.session.scalar(select(Participant).where(Participant.token == token))
+    if participant is None:
+        abort(404)
+    return participant
+
+
+def _trial(participant: Participant, token: str) -> Trial:
+    trial = db.session.scalar(
+        select(Trial).where(Trial.token == token, Trial.participant_id == participant.id)
+    )
+    if trial is None:  # unknown, or another participant's: the same answer for both
+        abort(404)
+    return trial
+
+
+@bp.route("/join/<entry_token>", methods=["GET", "POST"])
+def join(entry_token: str):
+    study = db.session.scalar(select(Study).where(Study.entry_token == entry_token))
+    if study is None:
+        abort(404)
+    source = request.values  # query string on the first visit, hidden fields on the POST
+    external_values = {name: source.get(name, "").strip()[:64] or None for name in EXTERNAL_PARAMS}
+    external = ExternalIds(*external_values.values())
+    if study.status != "open":
+        return _no_store(make_response(render_template("participant/closed.html"), 403))
+    returning = None
+    if external.participant:
+        returning = db.session.scalar(
+            select(Participant).where(
+                Participant.study_id == study.id, Participant.external_id == external.participant
+            )
+        )
+    if returning is None:
+        cookie_token = request.cookies.get(f"ss_{study.entry_token[:12]}")
+        if cookie_token:
+            returning = db.session.scalar(
+                select(Participant).where(
+                    Participant.token == cookie_token, Participant.study_id == study.id
+                )
+            )
+    if returning is not None:
+        return redirect(url_for(".step", token=returning.token))
+    if request.method == "GET":
+        # Enrolment takes a POST, so link previews and prefetchers create no participants.
+        return _no_store(
+            make_response(
+                render_template(
+                    "participant/welcome.html",
+                    title=study.title,
+                    external=external_values,
+                )
+            )
+        )
+    participant = enroll(study, external)
+    response = redirect(url_for(".step", token=participant.token))
+    response.set_cookie(
+        f"ss_{study.entry_token[:12]}",
+        participant.token,
+        max_age=14 * 24 * 3600,
+        httponly=True,
+        samesite="Lax",
+        secure=request.is_secure,
+    )
+    return response
+
+
+def _progress(participant: Participant, trial: Trial | None) -> dict[str, int]:
+    answerable = [t for t in participant.trials if get_trial_type(t.trial_type).answerable]
+    done = sum(1 for t in answerable if t.response is not None)
+    return {"done": done, "total": len(answerable)}
+
+
+@bp.get("/p/<token>/")
+def step(token: str):
+    participant = _participant(token)
+    study = participant.study
+    trial = current_trial(participant)
+    if trial is None or participant.screened_out:
+        return _finish(participant)
+    if trial.presented_at is None:
+        trial.presented_at = utcnow()
+        db.session.commit()
+    return _render_trial(participant, trial, study)
+
+
+def _render_trial(participant: Participant, trial: Trial, study: Study, problems=(), status=200):
+    trial_type = get_trial_type(trial.trial_type)
+    block = study.design["blocks"][trial.block_index]
+    media = {
+        slot: url_for(".media", token=participant.token, trial_token=trial.token, slot=slot)
+        for slot in trial_type.media(trial.spec)
+    }
+    page = render_template(
+        trial_type.template,
+        title=study.title,
+        block=block,
+        trial_token=trial.token,
+        participant_token=participant.token,
+        media=media,
+        progress=_progress(participant, trial),
+        problems=problems,
+        **trial_type.page_context(trial.spec, block),
+    )
+    return _no_store(make_response(page, status))
+
+
+def _finish(participant: Participant):
+    if participant.completed_at is None and not participant.screened_out:
+        participant.completed_at = utcnow()
+        db.session.commit()
+    study = participant.study
+    debrief = next((b for b in study.design["blocks"] if b["type"] == "debrief"), None)
+    redirect_url = study.design["completion"].get("redirect_url")
+    if redirect_url and not participant.screened_out:
+        redirect_url = redirect_url.replace("{code}", study.completion_code)
+    page = render_template(
+        "participant/finished.html",
+        title=study.title,
+        text=debrief["text"] if debrief else "Thank you for taking part.",
+        code=None if participant.screened_out else study.completion_code,
+        redirect_url=None if participant.screened_out else redirect_url,
+        screened_out=participant.screened_out,
+        progress=_progress(participant, None),
+    )
+    return _no_store(make_response(page))
+
+
+@bp.post("/p/<token>/t/<trial_token>")
+def answer(token: str, trial_token: str):
+    participant = _participant(token)
+    trial = _trial(participant, trial_token)
+    try:
+        record_answer(trial, request.form)
+    except AnswerError as exc:
+        return _render_trial(participant, trial, participant.study, exc.problems, status=400)
+    except OutOfOrder:
+        # A trial not reached yet (or a stale tab): store nothing, show the real current step.
+        return redirect(url_for(".step", token=token), code=303)
+    _apply_screening(participant, trial)
+    return redirect(url_for(".step", token=token), code=303)
+
+
+def _apply_screening(participant: Participant, trial: Trial) -> None:
+    """End the session politely after a failed headphone check when the design says so."""
+    block = participant.study.design["blocks"][trial.block_index]
+    if trial.trial_type != "headphone_check" or not block.get("exclude_on_fail"):
+        return
+    block_trials = [t for t in participant.trials if t.block_index == trial.block_index]
+    if any(t.response is None for t in block_trials):
+        return
+    correct = sum(t.response.answer["answer"] == t.spec["correct_answer"] for t in block_trials)
+    if correct < block["pass_threshold"]:
+        participant.screened_out = True
+        db.session.commit()
+
+
+@bp.get("/p/<token>/t/<trial_token>/m/<slot>")
+def media(token: str, trial_token: str, slot: str):
+    participant = _participant(token)
+    trial = _trial(participant, trial_token)
+    current = current_trial(participant)
+    if current is None or current.id != trial.id:
+        abort(404)  # media of the current trial only: no peeking ahead
+    ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
+    if ref is None:
+        abort(404)
+    path, mimetype = _media_file(participant, ref)
+    response = send_file(
+        path, mimetype=mimetype, conditional=True, etag=False, max_age=0, last_modified=MEDIA_MTIME
+    )
+    # Werkzeug names the file in Content-Disposition; our names are random but say nothing anyway.
+    response.headers.pop("Content-Disposition", None)
+    response.headers.pop("Expires", None)  # a clock reading, and Cache-Control says it all
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _media_file(participant: Participant, ref) -> tuple[Path, str]:
+    media_dir = Path(current_app.config["MEDIA_DIR"])
+    set_id = participant.study.stimulus_set_id
+    if ref.kind == "clip":
+        clip = db.session.scalar(
+            select(Clip).where(Clip.stimulus_set_id == set_id, Clip.key == ref.key)
+        )
+        if clip is None:
+            abort(404)
+        return media_dir / clip.media_file, "audio/wav"
+    if ref.kind == "video":
+        segment = db.session.scalar(
+            select(Segment).where(Segment.stimulus_set_id == set_id, Segment.key == ref.key)
+        )
+        if segment is None or not segment.video_file:
+            abort(404)
+        return media_dir / segment.video_file, segment.video_mimetype or "video/mp4"
+    if ref.kind in ("headphone", "noise"):
+        return _generated_tone_file(media_dir, ref), "audio/wav"
+    abort(404)
+
+
+def _generated_tone_file(media_dir: Path, ref) -> Path:
+    """Screening tones are rendered once and kept on disk, so they are served like clips."""
+    name = f"screening-{ref.kind}-{ref.key or 'cal'}.wav"
+    path = media_dir / name
+    if not path.exists():
+        if ref.kind == "noise":
+            data = calibration_noise_wav_bytes()
+        else:
+            data = headphone_trial_wav_bytes(HeadphoneTrial(int(ref.key[0]), int(ref.key[1])))
+        media_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.utime(tmp, (MEDIA_MTIME, MEDIA_MTIME))
+        tmp.replace(path)
+    return path

@@ -1,0 +1,298 @@
+"""What the app does to the database, apart from the HTTP layer: import, create, enroll, answer.
+
+Each function that writes commits once, so it either happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .audio import canonical_wav_bytes
+from .catalog import Catalog
+from .design import DesignError, validated_design
+from .extensions import db
+from .models import (
+    Clip,
+    Participant,
+    Researcher,
+    Response,
+    Segment,
+    StimulusSet,
+    Study,
+    Trial,
+    utcnow,
+)
+from .scheduling import Assignment, build_schedule
+from .stimulus_set import StimulusSetError, load_stimulus_set
+from .trial_types import AnswerError, get_trial_type
+
+VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/mp4"}
+# Every media file gets the same modification time, so Last-Modified says nothing about a clip.
+MEDIA_MTIME = 946684800  # 2000-01-01T00:00:00Z
+
+
+class ImportRefused(ValueError):
+    def __init__(self, problems: list[str]):
+        super().__init__("stimulus set refused:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+# Stimulus sets ---------------------------------------------------------------------------------
+
+
+def import_stimulus_set(folder: Path, media_dir: Path) -> StimulusSet:
+    """Validate a stimulus set and import it; a refused import changes nothing.
+
+    Participants are served canonical copies with random names (plain PCM WAV with no metadata
+    chunks, one fixed mtime), never the set's own files.
+    """
+    folder = Path(folder).resolve()
+    try:
+        stimuli = load_stimulus_set(folder)
+    except StimulusSetError as exc:
+        raise ImportRefused(exc.problems) from exc
+    manifest_bytes = (folder / "manifest.json").read_bytes()
+    manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+    existing = db.session.scalar(select(StimulusSet).where(StimulusSet.name == stimuli.name))
+    if existing is not None:
+        if existing.manifest_sha256 == manifest_sha:
+            return existing  # importing the same set twice is a no-op
+        raise ImportRefused(
+            [f"a different stimulus set named {stimuli.name!r} is already imported"]
+        )
+
+    media_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def store(data: bytes, suffix: str) -> str:
+        name = secrets.token_hex(16) + suffix
+        path = media_dir / name
+        path.write_bytes(data)
+        os.utime(path, (MEDIA_MTIME, MEDIA_MTIME))
+        written.append(path)
+        return name
+
+    try:
+        record = StimulusSet(
+            name=stimuli.name,
+            folder=str(folder),
+            manifest=json.loads(manifest_bytes),
+            manifest_sha256=manifest_sha,
+        )
+        db.session.add(record)
+        for segment in stimuli.segments:
+            source = stimuli.source(segment.source)
+            suffix = source.video.suffix.lower()
+            video_file = store(source.video.read_bytes(), suffix) if source.video else None
+            db.session.add(
+                Segment(
+                    stimulus_set=record,
+                    key=segment.id,
+                    source_key=segment.source,
+                    start=segment.start,
+                    duration=segment.duration,
+                    video_file=video_file,
+                    video_mimetype=VIDEO_TYPES.get(suffix, "application/octet-stream"),
+                )
+            )
+        for clip in stimuli.clips:
+            db.session.add(
+                Clip(
+                    stimulus_set=record,
+                    key=clip.id,
+                    segment_key=clip.segment,
+                    source_key=clip.source,
+                    condition=clip.condition,
+                    duration=clip.duration,
+                    media_file=store(canonical_wav_bytes(clip.path), ".wav"),
+                )
+            )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return record
+
+
+def catalog_for(stimulus_set: StimulusSet) -> Catalog:
+    rows = db.session.execute(
+        select(Clip.segment_key, Clip.source_key, Clip.condition, Clip.key, Clip.duration).where(
+            Clip.stimulus_set_id == stimulus_set.id
+        )
+    )
+    return Catalog.from_clips(tuple(row) for row in rows)
+
+
+# Studies ---------------------------------------------------------------------------------------
+
+
+def create_study(data: dict[str, Any], owner: Researcher, status: str = "open") -> Study:
+    """Create a study from a design mapping (see docs/design-format.md). Raises DesignError."""
+    set_name = data.get("stimulus_set")
+    stimulus_set = db.session.scalar(select(StimulusSet).where(StimulusSet.name == set_name))
+    if stimulus_set is None:
+        raise DesignError([f"no imported stimulus set named {set_name!r}"])
+    design = validated_design(data, catalog_for(stimulus_set))
+    if db.session.scalar(select(Study).where(Study.slug == design["slug"])) is not None:
+        raise DesignError([f"a study with slug {design['slug']!r} exists already"])
+    code = design["completion"]["code"] or secrets.token_hex(4).upper()
+    study = Study(
+        slug=design["slug"],
+        title=design["title"],
+        owner=owner,
+        stimulus_set=stimulus_set,
+        design=design,
+        status=status,
+        completion_code=code,
+    )
+    db.session.add(study)
+    db.session.commit()
+    return study
+
+
+# Participants ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExternalIds:
+    participant: str | None = None  # PROLIFIC_PID
+    study: str | None = None  # STUDY_ID
+    session: str | None = None  # SESSION_ID
+
+
+def enroll(study: Study, external: ExternalIds, *, attempts: int = 20) -> Participant:
+    """A new participant with a stored schedule, or the existing one for a returning PID.
+
+    The assignment index is the order of arrival; two arrivals racing for the same index are
+    settled by the unique constraint, and the loser takes the next one.
+    """
+    if external.participant:
+        existing = db.session.scalar(
+            select(Participant).where(
+                Participant.study_id == study.id, Participant.external_id == external.participant
+            )
+        )
+        if existing is not None:
+            return existing
+    catalog = catalog_for(study.stimulus_set)
+    for _ in range(attempts):
+        index = db.session.scalar(
+            select(func.coalesce(func.max(Participant.assignment_index) + 1, 0)).where(
+                Participant.study_id == study.id
+            )
+        )
+        seed = secrets.randbelow(2**31)
+        participant = Participant(
+            study=study,
+            assignment_index=index,
+            seed=seed,
+            external_id=external.participant,
+            external_study_id=external.study,
+            external_session_id=external.session,
+        )
+        in_block: dict[int, int] = {}
+        for trial_index, spec in enumerate(
+            build_schedule(study.design, catalog, Assignment(seed=seed, index=index))
+        ):
+            position = in_block.get(spec.block_index, 0)
+            in_block[spec.block_index] = position + 1
+            participant.trials.append(
+                Trial(
+                    trial_index=trial_index,
+                    trial_in_block=position,
+                    block_id=spec.block_id,
+                    block_index=spec.block_index,
+                    trial_type=spec.trial_type,
+                    spec=spec.spec,
+                )
+            )
+        db.session.add(participant)
+        try:
+            db.session.commit()
+            return participant
+        except IntegrityError:
+            db.session.rollback()
+            if external.participant:  # the same PID arrived twice at once: take theirs
+                existing = db.session.scalar(
+                    select(Participant).where(
+                        Participant.study_id == study.id,
+                        Participant.external_id == external.participant,
+                    )
+                )
+                if existing is not None:
+                    return existing
+    raise RuntimeError("could not allocate an assignment index; too many concurrent arrivals")
+
+
+def answered_trial_ids(participant: Participant) -> set[int]:
+    return set(
+        db.session.scalars(
+            select(Response.trial_id).join(Trial).where(Trial.participant_id == participant.id)
+        )
+    )
+
+
+def current_trial(participant: Participant) -> Trial | None:
+    """The first trial still to answer (None when only informative pages are left)."""
+    done = answered_trial_ids(participant)
+    for trial in participant.trials:
+        if trial.id not in done and get_trial_type(trial.trial_type).answerable:
+            return trial
+    return None
+
+
+class OutOfOrder(ValueError):
+    """An answer to a trial the participant has not reached."""
+
+
+def record_answer(trial: Trial, form: Any, now: datetime | None = None) -> bool:
+    """Store an answer to the participant's current trial. True if stored, False if the trial
+    had been answered already (a repeated submit: the first answer stands, nothing is added).
+
+    Raises AnswerError for an invalid answer and OutOfOrder for a trial not yet reached.
+    """
+    if trial.response is not None:
+        return False
+    current = current_trial(trial.participant)
+    if current is None or current.id != trial.id:
+        raise OutOfOrder("this trial is not the participant's current trial")
+    trial_type = get_trial_type(trial.trial_type)
+    block = trial.participant.study.design["blocks"][trial.block_index]
+    answer = trial_type.parse_answer(trial.spec, block, form)
+    db.session.add(Response(trial=trial, answer=answer, answered_at=now or utcnow()))
+    if trial.presented_at is None:
+        trial.presented_at = now or utcnow()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two submits of the same trial raced; the other one was stored first.
+        db.session.rollback()
+        return False
+    return True
+
+
+__all__ = [
+    "AnswerError",
+    "DesignError",
+    "ExternalIds",
+    "ImportRefused",
+    "OutOfOrder",
+    "catalog_for",
+    "create_study",
+    "current_trial",
+    "enroll",
+    "import_stimulus_set",
+    "record_answer",
+]

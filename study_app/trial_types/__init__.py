@@ -1,0 +1,166 @@
+"""Trial types: one module per type, found and registered automatically.
+
+A trial type owns everything that is particular to it: which options its block takes, how it
+fills a participant's block from the stimulus catalog (`schedule`), which media a trial plays
+(`media`), what its page may show (`page_context`, template `templates/<name>.html`), how an
+answer is checked (`parse_answer`) and which export columns it writes (`export_fields`). Core
+code (the scheduler, the participant blueprint, the export) only calls these hooks, so a new type
+is a new module in this package and touches nothing else.
+
+Nothing here imports Flask or the database: scheduling and answer checking are pure functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..catalog import Catalog
+
+COMMON_BLOCK_OPTIONS: dict[str, Any] = {
+    "id": None,
+    "type": None,
+    "title": None,
+    "instructions": None,
+    "randomize": True,
+}
+
+
+class AnswerError(ValueError):
+    """An answer that cannot be stored; `problems` are shown to the participant."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """What a media slot of a trial plays. `kind` is 'clip', 'video' or a type's own kind."""
+
+    kind: str
+    key: str
+
+
+class TrialType:
+    """Base class with the defaults; subclasses set `name` and override what they need."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    # Options the block accepts beyond COMMON_BLOCK_OPTIONS, with their defaults.
+    options: ClassVar[dict[str, Any]] = {}
+    # False for pages that only inform (debrief): the participant moves on without answering.
+    answerable: ClassVar[bool] = True
+    # Whether its answers are rows of responses.csv (consent is not).
+    exported: ClassVar[bool] = True
+    # Extra export columns this type writes, appended after the core columns.
+    export_columns: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def template(self) -> str:
+        return f"trial_types/{self.name}.html"
+
+    def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
+        """Problems with a block's options against the stimulus set; [] when it is fine."""
+        return []
+
+    def schedule(
+        self, block: dict[str, Any], catalog: Catalog, assignment_index: int, rng: random.Random
+    ) -> list[dict[str, Any]]:
+        """The block's trial specs for one participant (server-side; may name conditions)."""
+        return [{}]
+
+    def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
+        return {}
+
+    def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
+        """What the page may show. Never a condition name, clip id or file name."""
+        return {}
+
+    def parse_answer(
+        self, spec: Mapping[str, Any], block: Mapping[str, Any], form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        return {}
+
+    def export_fields(self, spec: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
+        """Values for the export's columns (core or this type's own) from one answered trial."""
+        return {}
+
+    def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
+        """Shortest time in which the trial's audio can be heard as the block requires."""
+        return 0.0
+
+
+_REGISTRY: dict[str, TrialType] = {}
+
+
+def register(cls: type[TrialType]) -> type[TrialType]:
+    """Class decorator: make a trial type known to the scheduler, the app and the export."""
+    if cls.name in _REGISTRY:
+        raise RuntimeError(f"trial type {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_trial_type(name: str) -> TrialType:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown block type {name!r} (known: {known})") from None
+
+
+def all_trial_types() -> dict[str, TrialType]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing every module of the package runs its @register: no list of types to keep.
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+# Shared parsing helpers for the types' answer validation -----------------------------------
+
+
+def int_in_range(
+    form: Mapping[str, str], field: str, low: int, high: int, problems: list[str], *, label: str
+) -> int | None:
+    raw = (form.get(field) or "").strip()
+    if not raw:
+        problems.append(f"Please answer: {label}.")
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{label}: {raw[:20]!r} is not a whole number.")
+        return None
+    if not low <= value <= high:
+        problems.append(f"{label}: must be between {low} and {high}.")
+        return None
+    return value
+
+
+def play_counts(form: Mapping[str, str], slots: tuple[str, ...]) -> dict[str, int]:
+    """Client-reported play counts; bounded so a forged form cannot store nonsense."""
+    counts = {}
+    for slot in slots:
+        try:
+            counts[slot] = max(0, min(int(form.get(f"plays_{slot}", "0")), 10_000))
+        except ValueError:
+            counts[slot] = 0
+    return counts
+
+
+def client_rt_ms(form: Mapping[str, str]) -> int | None:
+    try:
+        value = int(float(form.get("rt_ms", "")))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 24 * 3600 * 1000 else None

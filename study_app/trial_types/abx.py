@@ -1,0 +1,189 @@
+"""ABX: A and B are the reference and a generated clip of one segment, X is one of them.
+
+Counterbalancing (see docs/design-format.md): conditions go to segments by Latin-square lists
+chosen by assignment index; for each (segment, condition) cell the participants who receive it
+rotate through the four arrangements of (reference in A or B) x (X is A or B).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from ..catalog import REFERENCE, Catalog
+from . import (
+    AnswerError,
+    MediaRef,
+    TrialType,
+    client_rt_ms,
+    int_in_range,
+    play_counts,
+    register,
+)
+
+SLOTS = ("a", "b", "x")
+
+
+def arrangement(rotation: int) -> tuple[str, str]:
+    """(slot holding the reference, slot X copies) for rotation 0..3."""
+    reference_slot = "A" if rotation % 4 < 2 else "B"
+    x_slot = "A" if rotation % 2 == 0 else "B"
+    return reference_slot, x_slot
+
+
+def abx_cells(
+    n_segments: int, n_conditions: int, trials: int, assignment_index: int
+) -> list[tuple[int, int, int]]:
+    """(segment position, condition position, arrangement rotation) for one participant.
+
+    Round r of list L gives segment i the condition (i + L + r) mod k. When a participant gets
+    fewer trials than segments, the window of segments starts at a different place for each
+    successive participant of the same list, so the segments are used evenly.
+    """
+    list_index = assignment_index % n_conditions
+    turn = assignment_index // n_conditions  # how many earlier participants had this list
+    rounds = math.ceil(trials / n_segments)
+    start = (turn * trials) % n_segments
+    cells = []
+    for r in range(rounds):
+        for offset in range(n_segments):
+            i = (start + offset) % n_segments
+            cells.append((i, (i + list_index + r) % n_conditions, turn + i + r))
+    return cells[:trials]
+
+
+@register
+class ABX(TrialType):
+    name = "abx"
+    label = "ABX discrimination"
+    options = {
+        "conditions": [],
+        "trials_per_participant": None,  # default: one per segment
+        "max_plays": 0,  # 0 = unlimited
+        "require_full_listen": True,
+    }
+
+    def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
+        problems = []
+        conditions = block["conditions"]
+        if not conditions or not all(isinstance(c, str) for c in conditions):
+            return [f"block {block['id']!r}: 'conditions' must list at least one condition"]
+        if REFERENCE in conditions:
+            problems.append(
+                f"block {block['id']!r}: ABX compares each condition with {REFERENCE!r}; "
+                "do not list the reference among 'conditions'"
+            )
+        missing = set(conditions) - catalog.conditions()
+        if missing:
+            problems.append(
+                f"block {block['id']!r}: the stimulus set has no condition {sorted(missing)}"
+            )
+        segments = catalog.segments_with([REFERENCE, *conditions])
+        if not segments:
+            problems.append(
+                f"block {block['id']!r}: no segment has a reference clip and a clip of every "
+                "listed condition"
+            )
+        trials = block["trials_per_participant"]
+        if trials is not None and (not isinstance(trials, int) or trials < 1):
+            problems.append(f"block {block['id']!r}: 'trials_per_participant' must be >= 1")
+        elif trials is not None and segments and trials > len(segments) * len(conditions):
+            problems.append(
+                f"block {block['id']!r}: {trials} trials asked but the set can fill only "
+                f"{len(segments) * len(conditions)} distinct (segment, condition) pairs"
+            )
+        if not isinstance(block["max_plays"], int) or block["max_plays"] < 0:
+            problems.append(f"block {block['id']!r}: 'max_plays' must be 0 (unlimited) or more")
+        return problems
+
+    def schedule(
+        self, block: dict[str, Any], catalog: Catalog, assignment_index: int, rng: random.Random
+    ) -> list[dict[str, Any]]:
+        conditions = list(block["conditions"])
+        segments = catalog.segments_with([REFERENCE, *conditions])
+        trials = block["trials_per_participant"] or len(segments)
+        specs = []
+        for seg_pos, cond_pos, rotation in abx_cells(
+            len(segments), len(conditions), trials, assignment_index
+        ):
+            segment = segments[seg_pos]
+            condition = conditions[cond_pos]
+            reference_slot, x_slot = arrangement(rotation)
+            reference_clip = segment.clips[REFERENCE]
+            generated_clip = segment.clips[condition]
+            clip_a, clip_b = (
+                (reference_clip, generated_clip)
+                if reference_slot == "A"
+                else (generated_clip, reference_clip)
+            )
+            specs.append(
+                {
+                    "segment": segment.id,
+                    "source": segment.source,
+                    "condition": condition,
+                    "conditions": [REFERENCE, condition],
+                    "list_index": assignment_index % len(conditions),
+                    "clip_a": clip_a,
+                    "clip_b": clip_b,
+                    "clip_x": clip_a if x_slot == "A" else clip_b,
+                    "reference_slot": reference_slot,
+                    "correct_answer": x_slot,
+                    "duration": segment.duration,
+                }
+            )
+        return specs
+
+    def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
+        return {slot: MediaRef("clip", spec[f"clip_{slot}"]) for slot in SLOTS}
+
+    def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "slots": SLOTS,
+            "max_plays": block["max_plays"],
+            "require_full_listen": block["require_full_listen"],
+        }
+
+    def parse_answer(
+        self, spec: Mapping[str, Any], block: Mapping[str, Any], form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        problems: list[str] = []
+        answer = (form.get("answer") or "").strip().upper()
+        if answer not in ("A", "B"):
+            problems.append("Please choose whether X is A or B.")
+        confidence = int_in_range(form, "confidence", 1, 5, problems, label="confidence")
+        if problems:
+            raise AnswerError(problems)
+        return {
+            "answer": answer,
+            "confidence": confidence,
+            "plays": play_counts(form, SLOTS),
+            "client_rt_ms": client_rt_ms(form),
+        }
+
+    def export_fields(self, spec: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
+        plays = answer.get("plays", {})
+        return {
+            "source": spec["source"],
+            "segment": spec["segment"],
+            "condition": spec["condition"],
+            "conditions": "|".join(spec["conditions"]),
+            "list_index": spec["list_index"],
+            "clip_a": spec["clip_a"],
+            "clip_b": spec["clip_b"],
+            "clip_x": spec["clip_x"],
+            "reference_slot": spec["reference_slot"],
+            "correct_answer": spec["correct_answer"],
+            "answer": answer["answer"],
+            "correct": int(answer["answer"] == spec["correct_answer"]),
+            "confidence": answer["confidence"],
+            "plays_a": plays.get("a", 0),
+            "plays_b": plays.get("b", 0),
+            "plays_x": plays.get("x", 0),
+            "clip_duration": spec["duration"],
+        }
+
+    def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
+        # Switching slots stops the one playing, so hearing all three takes three clip lengths.
+        return 3 * float(spec["duration"])

@@ -1,0 +1,118 @@
+"""Shared fixtures. Database tests run twice: on SQLite and on the local PostgreSQL.
+
+PostgreSQL tests get a schema of their own (dropped afterwards), so they never see each other's
+rows. In CI (CI=true) an unreachable PostgreSQL fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "SIGHTSOUND_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DEMO_DESIGN = REPO_ROOT / "stimuli" / "demo_study.yaml"
+
+
+def _postgres_available() -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_ready() -> None:
+    problem = _postgres_available()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(SQLALCHEMY_DATABASE_URI, SQLALCHEMY_ENGINE_OPTIONS) for a fresh, empty database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}", {"connect_args": {"timeout": 30}}
+        return
+    request.getfixturevalue("postgres_ready")
+    import sqlalchemy
+
+    schema = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:30] + "_" + secrets.token_hex(4)
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    options = {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_pre_ping": True}
+    yield POSTGRES_URL, options
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def app(database, tmp_path):
+    from study_app import create_app
+    from study_app.extensions import db
+
+    url, options = database
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": url,
+            "SQLALCHEMY_ENGINE_OPTIONS": options,
+            "MEDIA_DIR": str(tmp_path / "media"),
+            "WTF_CSRF_ENABLED": False,
+            "SECRET_KEY": "test-secret",
+        }
+    )
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def demo_set_dir(tmp_path_factory) -> Path:
+    from study_app.demo_set import build_demo_set
+
+    folder = tmp_path_factory.mktemp("demo_set")
+    build_demo_set(folder)
+    return folder
+
+
+@pytest.fixture
+def demo_study(app, demo_set_dir):
+    """The demo stimulus set imported and the demo study created; returns the study's slug."""
+    from study_app.design import read_design_file
+    from study_app.extensions import db
+    from study_app.models import Researcher
+    from study_app.services import create_study, import_stimulus_set
+
+    with app.app_context():
+        import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
+        owner = Researcher(email="owner@example.org")
+        owner.set_password("owner-password")
+        db.session.add(owner)
+        db.session.commit()
+        study = create_study(read_design_file(DEMO_DESIGN), owner)
+        return study.slug

@@ -1,0 +1,76 @@
+"""Drive a participant through a study with Flask's test client (no browser)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+FORM_ACTION = re.compile(
+    r'<form method="post" id="trial-form" class="trial trial-([a-z_]+)"\s+action="([^"]+)"'
+)
+MEDIA_SRC = re.compile(r'<(?:audio|video)[^>]*\ssrc="([^"]+)"')
+
+DEFAULT_ANSWERS = {
+    "consent": {"consent": "yes"},
+    "headphone_check": {"answer": "1", "plays_tones": "1"},
+    "abx": {"answer": "A", "confidence": "3", "plays_a": "1", "plays_b": "1", "plays_x": "1"},
+    "emotion_rating": {
+        "valence": "6",
+        "arousal": "4",
+        "gems": ["wonder", "tension"],
+        "fit": "5",
+        "tempo": "3",
+        "plays_clip": "1",
+    },
+}
+
+
+@dataclass
+class Page:
+    status: int
+    html: str
+    trial_type: str | None
+    action: str | None
+    media: list[str] = field(default_factory=list)
+
+
+def read_page(response) -> Page:
+    html = response.get_data(as_text=True)
+    match = FORM_ACTION.search(html)
+    return Page(
+        status=response.status_code,
+        html=html,
+        trial_type=match.group(1) if match else None,
+        action=match.group(2) if match else None,
+        media=MEDIA_SRC.findall(html),
+    )
+
+
+def start(client, entry_token: str, query: str = "") -> str:
+    """Enrol through the join link; returns the participant's step URL."""
+    response = client.post(f"/join/{entry_token}{query}")
+    assert response.status_code == 302, response.status_code
+    return response.headers["Location"]
+
+
+def current(client, step_url: str) -> Page:
+    return read_page(client.get(step_url))
+
+
+def answer(client, page: Page, data: dict | None = None):
+    data = data if data is not None else DEFAULT_ANSWERS[page.trial_type]
+    return client.post(page.action, data=data)
+
+
+def run_to_end(client, step_url: str, answers=None, on_page=None) -> Page:
+    """Answer every trial; `answers(page)` may pick the data; returns the final page."""
+    for _ in range(200):
+        page = current(client, step_url)
+        if page.trial_type is None:
+            return page
+        if on_page:
+            on_page(page)
+        data = answers(page) if answers else None
+        response = answer(client, page, data)
+        assert response.status_code == 303, (page.trial_type, response.status_code)
+    raise AssertionError("study did not end")

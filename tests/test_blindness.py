@@ -1,0 +1,130 @@
+"""Nothing a participant's browser receives may reveal a clip's condition.
+
+We play a whole session and keep every response (HTML, audio, video, redirects); then scan
+bodies, URLs and headers for condition names, clip/segment/source ids and file names, and check
+that audio responses are indistinguishable but for their samples.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+from flow import read_page, start
+from sqlalchemy import select
+
+from study_app.extensions import db
+from study_app.models import Clip, Participant, Segment, Study, Trial
+from study_app.stimulus_set import load_stimulus_set
+
+
+def wav_chunks(data: bytes) -> list[str]:
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    chunks, offset = [], 12
+    while offset + 8 <= len(data):
+        name, size = struct.unpack("<4sI", data[offset : offset + 8])
+        chunks.append(name.decode("latin-1"))
+        offset += 8 + size + (size & 1)
+    return chunks
+
+
+def secrets_of(app, demo_set_dir: Path) -> set[str]:
+    stimuli = load_stimulus_set(demo_set_dir)
+    names = set(stimuli.conditions())
+    names |= {c.id for c in stimuli.clips} | {s.id for s in stimuli.segments}
+    names |= {s.id for s in stimuli.sources}
+    names |= {c.path.name for c in stimuli.clips} | {c.path.stem for c in stimuli.clips}
+    names |= {s.video.name for s in stimuli.sources}
+    names.add(str(demo_set_dir))
+    with app.app_context():
+        names |= set(db.session.scalars(select(Clip.media_file)))
+        names |= {v for v in db.session.scalars(select(Segment.video_file)) if v}
+    return names
+
+
+def test_nothing_participant_facing_names_a_condition(app, client, demo_study, demo_set_dir):
+    forbidden = secrets_of(app, demo_set_dir)
+    seen: list[tuple[str, dict, bytes]] = []  # (url, headers, body)
+
+    def fetch(method, url, **kwargs):
+        response = getattr(client, method)(url, **kwargs)
+        seen.append((url, dict(response.headers), response.get_data()))
+        return response
+
+    with app.app_context():
+        token = db.session.scalar(select(Study.entry_token))
+    fetch("get", f"/join/{token}")
+    step = fetch("post", f"/join/{token}").headers["Location"]
+    audio_headers_by_trial = []
+    for _ in range(100):
+        page = read_page(fetch("get", step))
+        if page.trial_type is None:
+            break
+        headers_of_trial = {}
+        for url in page.media:
+            response = fetch("get", url)
+            assert response.status_code == 200
+            headers_of_trial[url.rsplit("/", 1)[1]] = dict(response.headers)
+            if response.mimetype == "audio/wav":
+                assert wav_chunks(response.get_data()) == ["fmt ", "data"]
+        audio_headers_by_trial.append((page.trial_type, headers_of_trial))
+        data = {
+            "consent": {"consent": "yes"},
+            "headphone_check": {"answer": "2"},
+            "abx": {"answer": "B", "confidence": "2"},
+            "emotion_rating": {"valence": "3", "arousal": "7", "fit": "2", "tempo": "5"},
+        }[page.trial_type]
+        fetch("post", page.action, data=data)
+    else:
+        raise AssertionError("study did not end")
+
+    with app.app_context():
+        tokens = {t for (t,) in db.session.execute(select(Trial.token))}
+        tokens |= set(db.session.scalars(select(Participant.token)))
+        tokens.add(token)
+
+    def scrub(text: str) -> str:
+        for value in tokens:  # random tokens could contain a short id by chance
+            text = text.replace(value, "<token>")
+        return text
+
+    for url, headers, body in seen:
+        texts = [scrub(url)] + [scrub(f"{k}: {v}") for k, v in headers.items()]
+        if headers.get("Content-Type", "").startswith("text/"):
+            texts.append(scrub(body.decode("utf-8")))
+        for text in texts:
+            for secret in forbidden:
+                assert not re.search(
+                    rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", text
+                ), f"{secret!r} leaked in {url}"
+
+    for trial_type, headers_by_slot in audio_headers_by_trial:
+        if trial_type != "abx":
+            continue
+        # A, B and X look the same on the wire: same length, no validators that differ.
+        for slot_headers in headers_by_slot.values():
+            assert "ETag" not in slot_headers
+            assert "Content-Disposition" not in slot_headers
+        comparable = {
+            slot: {k: v for k, v in h.items() if k not in ("Date",)}
+            for slot, h in headers_by_slot.items()
+        }
+        assert comparable["a"] == comparable["b"] == comparable["x"]
+
+
+def test_audio_supports_range_requests(app, client, demo_study):
+    with app.app_context():
+        token = db.session.scalar(select(Study.entry_token))
+    step = start(client, token)
+    client.post(read_page(client.get(step)).action, data={"consent": "yes"})
+    page = read_page(client.get(step))
+    tones = next(u for u in page.media if u.endswith("/m/tones"))
+    full = client.get(tones)
+    partial = client.get(tones, headers={"Range": "bytes=0-99"})
+    assert partial.status_code == 206
+    assert partial.headers["Content-Range"] == f"bytes 0-99/{len(full.get_data())}"
+    assert partial.get_data() == full.get_data()[:100]
+    assert partial.headers["Accept-Ranges"] == "bytes"
+    tail = client.get(tones, headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.get_data() == full.get_data()[-10:]
