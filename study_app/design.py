@@ -18,7 +18,7 @@ from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types, get_trial_type
 
 DESIGN_FORMAT = "sightsound-design/1"
 TOP_LEVEL_KEYS = {"format", "slug", "title", "stimulus_set", "completion", "blocks"}
-COMPLETION_KEYS = {"code", "redirect_url"}
+COMPLETION_KEYS = {"code", "redirect_url", "max_completed"}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 BLOCK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
@@ -64,6 +64,10 @@ def normalize_design(data: dict[str, Any]) -> dict[str, Any]:
     else:
         completion.setdefault("code", None)
         completion.setdefault("redirect_url", None)
+        completion.setdefault("max_completed", None)
+        cap = completion["max_completed"]
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            problems.append("'completion.max_completed' must be a whole number >= 1 or null")
         url = completion["redirect_url"]
         if url is not None and not (isinstance(url, str) and url.startswith("https://")):
             problems.append("'completion.redirect_url' must be an https:// URL")
@@ -119,6 +123,12 @@ def validated_design(data: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     if problems:
         raise DesignError(problems)
     return design
+
+
+def with_defaults(block: dict[str, Any]) -> dict[str, Any]:
+    """A stored block with any option it predates filled with today's default."""
+    options = COMMON_BLOCK_OPTIONS | get_trial_type(block["type"]).options
+    return {key: copy.deepcopy(value) for key, value in options.items()} | block
 
 
 def block_by_id(design: dict[str, Any], block_id: str) -> dict[str, Any]:

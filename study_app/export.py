@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 from . import __version__
 from .extensions import db
 from .models import Participant, Study, Trial, as_utc, utcnow
+from .quality import assess, elapsed_ms
 from .trial_types import all_trial_types, get_trial_type
 
 CORE_COLUMNS = (
@@ -80,30 +81,16 @@ def iso(moment: datetime | None) -> str | None:
 
 def response_rows(study: Study) -> Iterator[dict[str, Any]]:
     """One dict per answered, exported trial, with every flag computed."""
-    participants = db.session.scalars(
-        select(Participant)
-        .where(Participant.study_id == study.id)
-        .order_by(Participant.assignment_index)
-        .options(selectinload(Participant.trials).selectinload(Trial.response))
-    )
     blocks = study.design["blocks"]
-    for participant in participants:
-        answered = [t for t in participant.trials if t.response is not None]
-        failed_screening = _failed_screening(blocks, answered)
-        failed_catch = any(
-            t.spec.get("is_catch") and t.response.answer.get("answer") != t.spec["correct_answer"]
-            for t in answered
-        )
-        for trial in answered:
+    for participant in counted_participants(study):
+        quality = assess(blocks, participant.trials)
+        for trial in participant.trials:
             trial_type = get_trial_type(trial.trial_type)
-            if not trial_type.exported:
+            if trial.response is None or not trial_type.exported:
                 continue
             answer = trial.response.answer
-            elapsed_ms = _elapsed_ms(trial)
-            too_fast = elapsed_ms is not None and elapsed_ms < 1000 * trial_type.min_listen_seconds(
-                trial.spec, {}
-            )
-            row: dict[str, Any] = {
+            too_fast = trial.id in quality.too_fast_trials
+            common: dict[str, Any] = {
                 "study": study.slug,
                 "participant": participant.public_id,
                 "assignment_index": participant.assignment_index,
@@ -114,36 +101,27 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
                 "trial_index": trial.trial_index,
                 "trial_in_block": trial.trial_in_block,
                 "is_catch": int(bool(trial.spec.get("is_catch"))),
-                "rt_ms": answer.get("client_rt_ms") or elapsed_ms,
+                "rt_ms": answer.get("client_rt_ms") or elapsed_ms(trial),
                 "presented_at": iso(trial.presented_at),
                 "answered_at": iso(trial.response.answered_at),
-                "flag_failed_screening": int(failed_screening),
-                "flag_failed_catch": int(failed_catch),
+                "flag_failed_screening": int(quality.failed_screening),
+                "flag_failed_catch": int(quality.failed_catch),
                 "flag_too_fast": int(too_fast),
             }
-            row.update(trial_type.export_fields(trial.spec, answer))
-            row["excluded"] = int(failed_screening or failed_catch or too_fast)
-            yield row
+            for fields in trial_type.export_rows(trial.spec, answer):
+                row = common | fields
+                row["excluded"] = int(quality.excluded or too_fast or bool(row.get("excluded")))
+                yield row
 
 
-def _failed_screening(blocks: list[dict[str, Any]], answered: list[Trial]) -> bool:
-    for index, block in enumerate(blocks):
-        if block["type"] != "headphone_check":
-            continue
-        trials = [t for t in answered if t.block_index == index]
-        correct = sum(t.response.answer["answer"] == t.spec["correct_answer"] for t in trials)
-        if trials and correct < block["pass_threshold"]:
-            return True
-    return False
-
-
-def _elapsed_ms(trial: Trial) -> int | None:
-    """Server-side time from first showing the trial to storing its answer (cannot be forged
-    shorter by the client, so the too-fast flag uses it)."""
-    if trial.presented_at is None:
-        return None
-    delta = as_utc(trial.response.answered_at) - as_utc(trial.presented_at)
-    return int(delta.total_seconds() * 1000)
+def counted_participants(study: Study) -> list[Participant]:
+    """The study's participants, previews left out, with trials and answers loaded."""
+    return db.session.scalars(
+        select(Participant)
+        .where(Participant.study_id == study.id, Participant.is_preview.is_(False))
+        .order_by(Participant.assignment_index)
+        .options(selectinload(Participant.trials).selectinload(Trial.response))
+    ).all()
 
 
 def responses_csv(study: Study) -> str:
@@ -156,7 +134,7 @@ def responses_csv(study: Study) -> str:
 
 
 def study_json(study: Study) -> dict[str, Any]:
-    participants = study.participants
+    participants = [p for p in study.participants if not p.is_preview]
     return {
         "format": "sightsound-export/1",
         "study": {

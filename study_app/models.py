@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -107,7 +108,7 @@ class Study(db.Model):
     owner_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"))
     stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id"))
     design: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # draft, open, closed
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft -> open -> closed
     entry_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     completion_code: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -133,6 +134,8 @@ class Participant(db.Model):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     screened_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A researcher's preview run: never counted, never exported, never balanced against.
+    is_preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     study: Mapped[Study] = relationship(back_populates="participants")
     trials: Mapped[list[Trial]] = relationship(
         back_populates="participant", order_by="Trial.trial_index", cascade="all, delete-orphan"
@@ -173,6 +176,18 @@ class Response(db.Model):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     trial: Mapped[Trial] = relationship(back_populates="response")
+
+
+class AuditEvent(db.Model):
+    """Who did what to a study's data (withdrawals above all), kept after the data is gone."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    researcher_id: Mapped[int | None] = mapped_column(ForeignKey("researchers.id"))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @event.listens_for(Engine, "connect")

@@ -4,7 +4,9 @@ clip id, file name or source."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from flask import (
@@ -20,23 +22,39 @@ from flask import (
 )
 from sqlalchemy import select
 
+from .design import with_defaults
 from .extensions import db
-from .headphone_check import HeadphoneTrial, calibration_noise_wav_bytes, headphone_trial_wav_bytes
 from .models import Clip, Participant, Segment, Study, Trial, utcnow
 from .services import (
     MEDIA_MTIME,
     AnswerError,
     ExternalIds,
     OutOfOrder,
+    completed_count,
     current_trial,
     enroll,
     record_answer,
 )
-from .trial_types import get_trial_type
+from .trial_types import MediaRef, get_trial_type
 
 bp = Blueprint("participant", __name__, template_folder="trial_types/templates", static_folder=None)
 
 EXTERNAL_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+# Our tokens are secrets.token_urlsafe(32); anything else is refused before it reaches the
+# database (PostgreSQL rejects NUL bytes in text with an error, which would be a 500).
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _token_or_404(value: str | None) -> str:
+    if not value or not TOKEN_SHAPE.fullmatch(value):
+        abort(404)
+    return value
+
+
+def _external_value(raw: str) -> str | None:
+    """A Prolific id as given, minus control characters (stored inertly, shown escaped)."""
+    return CONTROL_CHARS.sub("", raw).strip()[:64] or None
 
 
 def _no_store(response):
@@ -45,6 +63,7 @@ def _no_store(response):
 
 
 def _participant(token: str) -> Participant:
+    _token_or_404(token)
     participant = db.session.scalar(select(Participant).where(Participant.token == token))
     if participant is None:
         abort(404)
@@ -52,6 +71,7 @@ def _participant(token: str) -> Participant:
 
 
 def _trial(participant: Participant, token: str) -> Trial:
+    _token_or_404(token)
     trial = db.session.scalar(
         select(Trial).where(Trial.token == token, Trial.participant_id == participant.id)
     )
@@ -62,11 +82,12 @@ def _trial(participant: Participant, token: str) -> Trial:
 
 @bp.route("/join/<entry_token>", methods=["GET", "POST"])
 def join(entry_token: str):
+    _token_or_404(entry_token)
     study = db.session.scalar(select(Study).where(Study.entry_token == entry_token))
     if study is None:
         abort(404)
     source = request.values  # query string on the first visit, hidden fields on the POST
-    external_values = {name: source.get(name, "").strip()[:64] or None for name in EXTERNAL_PARAMS}
+    external_values = {name: _external_value(source.get(name, "")) for name in EXTERNAL_PARAMS}
     external = ExternalIds(*external_values.values())
     if study.status != "open":
         return _no_store(make_response(render_template("participant/closed.html"), 403))
@@ -79,7 +100,7 @@ def join(entry_token: str):
         )
     if returning is None:
         cookie_token = request.cookies.get(f"ss_{study.entry_token[:12]}")
-        if cookie_token:
+        if cookie_token and TOKEN_SHAPE.fullmatch(cookie_token):
             returning = db.session.scalar(
                 select(Participant).where(
                     Participant.token == cookie_token, Participant.study_id == study.id
@@ -98,6 +119,9 @@ def join(entry_token: str):
                 )
             )
         )
+    cap = study.design["completion"].get("max_completed")
+    if cap is not None and completed_count(study) >= cap:
+        return _no_store(make_response(render_template("participant/full.html"), 200))
     participant = enroll(study, external)
     response = redirect(url_for(".step", token=participant.token))
     response.set_cookie(
@@ -132,7 +156,7 @@ def step(token: str):
 
 def _render_trial(participant: Participant, trial: Trial, study: Study, problems=(), status=200):
     trial_type = get_trial_type(trial.trial_type)
-    block = study.design["blocks"][trial.block_index]
+    block = with_defaults(study.design["blocks"][trial.block_index])
     media = {
         slot: url_for(".media", token=participant.token, trial_token=trial.token, slot=slot)
         for slot in trial_type.media(trial.spec)
@@ -146,6 +170,7 @@ def _render_trial(participant: Participant, trial: Trial, study: Study, problems
         media=media,
         progress=_progress(participant, trial),
         problems=problems,
+        preview=participant.is_preview,
         **trial_type.page_context(trial.spec, block),
     )
     return _no_store(make_response(page, status))
@@ -168,6 +193,7 @@ def _finish(participant: Participant):
         redirect_url=None if participant.screened_out else redirect_url,
         screened_out=participant.screened_out,
         progress=_progress(participant, None),
+        preview=participant.is_preview,
     )
     return _no_store(make_response(page))
 
@@ -189,7 +215,7 @@ def answer(token: str, trial_token: str):
 
 def _apply_screening(participant: Participant, trial: Trial) -> None:
     """End the session politely after a failed headphone check when the design says so."""
-    block = participant.study.design["blocks"][trial.block_index]
+    block = with_defaults(participant.study.design["blocks"][trial.block_index])
     if trial.trial_type != "headphone_check" or not block.get("exclude_on_fail"):
         return
     block_trials = [t for t in participant.trials if t.block_index == trial.block_index]
@@ -211,7 +237,7 @@ def media(token: str, trial_token: str, slot: str):
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
     if ref is None:
         abort(404)
-    path, mimetype = _media_file(participant, ref)
+    path, mimetype = _media_file(participant, trial, ref)
     response = send_file(
         path, mimetype=mimetype, conditional=True, etag=False, max_age=0, last_modified=MEDIA_MTIME
     )
@@ -222,16 +248,20 @@ def media(token: str, trial_token: str, slot: str):
     return response
 
 
-def _media_file(participant: Participant, ref) -> tuple[Path, str]:
+def _media_file(participant: Participant, trial: Trial, ref: MediaRef) -> tuple[Path, str]:
     media_dir = Path(current_app.config["MEDIA_DIR"])
     set_id = participant.study.stimulus_set_id
-    if ref.kind == "clip":
+
+    def clip_file(clip_key: str) -> Path:
         clip = db.session.scalar(
-            select(Clip).where(Clip.stimulus_set_id == set_id, Clip.key == ref.key)
+            select(Clip).where(Clip.stimulus_set_id == set_id, Clip.key == clip_key)
         )
         if clip is None:
             abort(404)
-        return media_dir / clip.media_file, "audio/wav"
+        return media_dir / clip.media_file
+
+    if ref.kind == "clip":
+        return clip_file(ref.key), "audio/wav"
     if ref.kind == "video":
         segment = db.session.scalar(
             select(Segment).where(Segment.stimulus_set_id == set_id, Segment.key == ref.key)
@@ -239,23 +269,21 @@ def _media_file(participant: Participant, ref) -> tuple[Path, str]:
         if segment is None or not segment.video_file:
             abort(404)
         return media_dir / segment.video_file, segment.video_mimetype or "video/mp4"
-    if ref.kind in ("headphone", "noise"):
-        return _generated_tone_file(media_dir, ref), "audio/wav"
-    abort(404)
+    return _generated_file(media_dir, set_id, trial.trial_type, ref, clip_file), "audio/wav"
 
 
-def _generated_tone_file(media_dir: Path, ref) -> Path:
-    """Screening tones are rendered once and kept on disk, so they are served like clips."""
-    name = f"screening-{ref.kind}-{ref.key or 'cal'}.wav"
-    path = media_dir / name
+def _generated_file(media_dir: Path, set_id: int, trial_type: str, ref: MediaRef, clip_file):
+    """Audio a trial type renders itself (screening tones, anchors), made once and kept on disk
+    with a name derived from the reference, so it is served exactly like an imported clip."""
+    digest = hashlib.sha256(f"{set_id}|{trial_type}|{ref.kind}|{ref.key}".encode()).hexdigest()
+    path = media_dir / "generated" / f"{digest[:32]}.wav"
     if not path.exists():
-        if ref.kind == "noise":
-            data = calibration_noise_wav_bytes()
-        else:
-            data = headphone_trial_wav_bytes(HeadphoneTrial(int(ref.key[0]), int(ref.key[1])))
-        media_dir.mkdir(parents=True, exist_ok=True)
+        data = get_trial_type(trial_type).render_media(ref, clip_file)
+        if data is None:
+            abort(404)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.utime(tmp, (MEDIA_MTIME, MEDIA_MTIME))
-        tmp.replace(path)
+        tmp.replace(path)  # atomic: a concurrent request never sees half a file
     return path

@@ -1,4 +1,7 @@
-"""Researcher-facing pages: login, the list of one's studies, exports."""
+"""Researcher-facing pages: login, studies, the designer, previews, the dashboard, exports.
+
+Every study page goes through `_own_study`: another researcher's study answers 404, exactly
+like a missing one (an admin sees all)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import io
 import zipfile
 from datetime import UTC, datetime, timedelta
 
+import yaml
 from flask import (
     Blueprint,
     abort,
@@ -23,9 +27,22 @@ from sqlalchemy import func, select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from .dashboard import participant_row, study_summary
+from .design import DesignError, design_problems, normalize_design
 from .export import responses_csv, study_json
 from .extensions import db
-from .models import Participant, Researcher, Study
+from .models import Participant, Researcher, StimulusSet, Study
+from .services import (
+    ExternalIds,
+    catalog_for,
+    create_study,
+    duplicate_study,
+    enroll,
+    set_status,
+    update_design,
+    withdraw,
+)
+from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 
@@ -102,11 +119,14 @@ def studies():
     for study in studies:
         started, completed = db.session.execute(
             select(func.count(Participant.id), func.count(Participant.completed_at)).where(
-                Participant.study_id == study.id
+                Participant.study_id == study.id, Participant.is_preview.is_(False)
             )
         ).one()
         counts[study.id] = {"started": started, "completed": completed}
-    return render_template("researcher/studies.html", studies=studies, counts=counts)
+    sets = db.session.scalars(select(StimulusSet).order_by(StimulusSet.name)).all()
+    return render_template(
+        "researcher/studies.html", studies=studies, counts=counts, stimulus_sets=sets
+    )
 
 
 @bp.get("/studies/<slug>/export.zip")
@@ -139,3 +159,238 @@ def export_csv(slug: str):
         as_attachment=True,
         download_name=f"{study.slug}-responses.csv",
     )
+
+
+# Designing ----------------------------------------------------------------------------------
+
+STARTER_CONSENT = (
+    "## About this study\n\nYou will listen to short music clips and answer questions about "
+    "them. Please use headphones. You may stop at any time by closing this page."
+)
+
+
+@bp.post("/studies/new")
+@login_required
+def new_study():
+    """A draft from an imported stimulus set: a consent block to start from."""
+    form = request.form
+    stimulus_set = db.session.scalar(
+        select(StimulusSet).where(StimulusSet.name == form.get("stimulus_set", ""))
+    )
+    if stimulus_set is None:
+        flash("Choose an imported stimulus set.")
+        return redirect(url_for(".studies"))
+    design = {
+        "slug": form.get("slug", "").strip().lower(),
+        "title": form.get("title", "").strip(),
+        "stimulus_set": stimulus_set.name,
+        "blocks": [{"id": "consent", "type": "consent", "text": STARTER_CONSENT}],
+    }
+    try:
+        study = create_study(design, current_user, status="draft")
+    except DesignError as exc:
+        for problem in exc.problems:
+            flash(problem)
+        return redirect(url_for(".studies"))
+    return redirect(url_for(".designer", slug=study.slug))
+
+
+@bp.post("/studies/import")
+@login_required
+def import_design():
+    """A draft from an uploaded YAML/JSON design file (the format the designer exports)."""
+    upload = request.files.get("design")
+    try:
+        data = yaml.safe_load(upload.read().decode("utf-8")) if upload else None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        flash(f"The file is not valid YAML or JSON: {exc}")
+        return redirect(url_for(".studies"))
+    if not isinstance(data, dict):
+        flash("Choose a design file (YAML or JSON).")
+        return redirect(url_for(".studies"))
+    try:
+        study = create_study(data, current_user, status="draft")
+    except DesignError as exc:
+        for problem in exc.problems:
+            flash(problem)
+        return redirect(url_for(".studies"))
+    return redirect(url_for(".designer", slug=study.slug))
+
+
+@bp.get("/studies/<slug>/")
+@login_required
+def designer(slug: str):
+    study = _own_study(slug)
+    return render_template("researcher/designer.html", study=study)
+
+
+def _option_fields(name: str, conditions: list[str]) -> list[dict]:
+    """How the designer edits each option of a block type, derived from its defaults."""
+    trial_type = all_trial_types()[name]
+    choices = dict(getattr(trial_type, "option_choices", {}))
+    fields = []
+    for key, default in (COMMON_BLOCK_OPTIONS | trial_type.options).items():
+        if key in ("id", "type"):
+            continue
+        if isinstance(default, bool):
+            kind = "bool"
+        elif isinstance(default, list):
+            kind = "choices"
+        elif isinstance(default, int) or (default is None and key not in ("title", "instructions")):
+            kind = "number"
+        elif key == "text":
+            kind = "markdown"
+        else:
+            kind = "text"
+        field = {"key": key, "kind": kind, "default": default}
+        if kind == "choices":
+            field["choices"] = conditions if key == "conditions" else list(choices.get(key, []))
+        fields.append(field)
+    return fields
+
+
+@bp.get("/studies/<slug>/design.json")
+@login_required
+def design_json(slug: str):
+    study = _own_study(slug)
+    conditions = sorted(catalog_for(study.stimulus_set).conditions(), key=_reference_first)
+    return {
+        "design": study.design,
+        "status": study.status,
+        "editable": study.status == "draft",
+        "conditions": conditions,
+        "segments": len(catalog_for(study.stimulus_set).segments),
+        "types": {
+            name: {"label": t.label, "fields": _option_fields(name, conditions)}
+            for name, t in sorted(all_trial_types().items())
+        },
+    }
+
+
+def _reference_first(condition: str) -> tuple[bool, str]:
+    return (condition != "reference", condition)
+
+
+@bp.post("/studies/<slug>/design.json")
+@login_required
+def save_design(slug: str):
+    """Validate and (for a draft) store the designer's design; problems come back as a list."""
+    study = _own_study(slug)
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("design"), dict):
+        return {"ok": False, "problems": ["the request body must be {design: {...}}"]}, 400
+    try:
+        study = update_design(study, data["design"])
+    except DesignError as exc:
+        db.session.rollback()
+        return {"ok": False, "problems": exc.problems}, 422
+    return {"ok": True, "problems": [], "design": study.design, "slug": study.slug}
+
+
+@bp.post("/studies/<slug>/check")
+@login_required
+def check_design(slug: str):
+    """Validate without saving (the designer checks as the researcher types)."""
+    study = _own_study(slug)
+    data = request.get_json(silent=True) or {}
+    try:
+        design = normalize_design(data.get("design") or {})
+        problems = design_problems(design, catalog_for(study.stimulus_set))
+    except DesignError as exc:
+        problems = exc.problems
+    return {"ok": not problems, "problems": problems}
+
+
+@bp.get("/studies/<slug>/design.yaml")
+@login_required
+def design_yaml(slug: str):
+    study = _own_study(slug)
+    text = yaml.safe_dump(study.design, sort_keys=False, allow_unicode=True)
+    return send_file(
+        io.BytesIO(text.encode()),
+        mimetype="application/yaml",
+        as_attachment=True,
+        download_name=f"{study.slug}.yaml",
+    )
+
+
+@bp.post("/studies/<slug>/status")
+@login_required
+def change_status(slug: str):
+    study = _own_study(slug)
+    try:
+        set_status(study, request.form.get("status", ""), current_user)
+    except ValueError as exc:
+        flash(str(exc))
+    return redirect(request.form.get("next") or url_for(".designer", slug=study.slug))
+
+
+@bp.post("/studies/<slug>/duplicate")
+@login_required
+def duplicate(slug: str):
+    study = _own_study(slug)
+    try:
+        copy = duplicate_study(study, current_user)
+    except DesignError as exc:
+        for problem in exc.problems:
+            flash(problem)
+        return redirect(url_for(".designer", slug=study.slug))
+    flash(f"Duplicated as the draft {copy.slug!r}.")
+    return redirect(url_for(".designer", slug=copy.slug))
+
+
+@bp.post("/studies/<slug>/preview")
+@login_required
+def preview(slug: str):
+    """Take the study as a participant would; the run is marked and never counted."""
+    study = _own_study(slug)
+    participant = enroll(study, ExternalIds(), preview=True)
+    return redirect(url_for("participant.step", token=participant.token))
+
+
+# Monitoring ---------------------------------------------------------------------------------
+
+
+@bp.get("/studies/<slug>/dashboard")
+@login_required
+def dashboard(slug: str):
+    study = _own_study(slug)
+    return render_template("researcher/dashboard.html", study=study)
+
+
+@bp.get("/studies/<slug>/dashboard.json")
+@login_required
+def dashboard_json(slug: str):
+    return study_summary(_own_study(slug))
+
+
+def _participant_of(study: Study, public_id: str) -> Participant:
+    participant = next(
+        (p for p in study.participants if p.public_id == public_id and not p.is_preview), None
+    )
+    if participant is None:
+        abort(404)
+    return participant
+
+
+@bp.get("/studies/<slug>/participants/<public_id>")
+@login_required
+def participant_detail(slug: str, public_id: str):
+    study = _own_study(slug)
+    participant = _participant_of(study, public_id)
+    return render_template(
+        "researcher/participant.html",
+        study=study,
+        participant=participant,
+        summary=participant_row(study, participant),
+    )
+
+
+@bp.post("/studies/<slug>/participants/<public_id>/withdraw")
+@login_required
+def withdraw_participant(slug: str, public_id: str):
+    study = _own_study(slug)
+    participant = _participant_of(study, public_id)
+    withdraw(participant, current_user, request.form.get("reason", ""))
+    flash(f"{public_id} withdrawn: their answers were deleted.")
+    return redirect(url_for(".dashboard", slug=study.slug))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import Catalog
+from .design import with_defaults
 from .trial_types import get_trial_type
 
 
@@ -48,7 +49,8 @@ def build_schedule(
 ) -> list[TrialSpec]:
     """Every trial of a participant's session, in presentation order."""
     schedule: list[TrialSpec] = []
-    for block_index, block in enumerate(design["blocks"]):
+    for block_index, stored_block in enumerate(design["blocks"]):
+        block = with_defaults(stored_block)
         trial_type = get_trial_type(block["type"])
         rng = block_rng(assignment.seed, block_index)
         specs = trial_type.schedule(block, catalog, assignment.index, rng)

@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 
 from .audio import canonical_wav_bytes
 from .catalog import Catalog
-from .design import DesignError, validated_design
+from .design import DesignError, validated_design, with_defaults
 from .extensions import db
 from .models import (
+    AuditEvent,
     Clip,
     Participant,
     Researcher,
@@ -162,6 +163,70 @@ def create_study(data: dict[str, Any], owner: Researcher, status: str = "open") 
     return study
 
 
+def update_design(study: Study, data: dict[str, Any]) -> Study:
+    """Replace a draft's design. Raises DesignError; an open or closed study is immutable."""
+    if study.status != "draft":
+        raise DesignError(["the design of an open or closed study cannot change; duplicate it"])
+    design = validated_design(data, catalog_for(study.stimulus_set))
+    if design["slug"] != study.slug:
+        if db.session.scalar(select(Study).where(Study.slug == design["slug"])) is not None:
+            raise DesignError([f"a study with slug {design['slug']!r} exists already"])
+        study.slug = design["slug"]
+    if design["stimulus_set"] != study.stimulus_set.name:
+        raise DesignError(["a study's stimulus set cannot change; create a new study"])
+    study.title = design["title"]
+    study.design = design
+    study.completion_code = design["completion"]["code"] or study.completion_code
+    db.session.commit()
+    return study
+
+
+STATUS_MOVES = {("draft", "open"), ("open", "closed"), ("closed", "open")}
+
+
+def set_status(study: Study, status: str, researcher: Researcher) -> None:
+    if (study.status, status) not in STATUS_MOVES:
+        raise ValueError(f"a {study.status} study cannot become {status}")
+    db.session.add(
+        AuditEvent(
+            researcher_id=researcher.id,
+            study_id=study.id,
+            action=f"status:{status}",
+            detail={"from": study.status},
+        )
+    )
+    study.status = status
+    db.session.commit()
+
+
+def duplicate_study(study: Study, owner: Researcher) -> Study:
+    """A new draft with the same design (its own slug, entry link and no participants)."""
+    base = study.slug[:50]
+    number = 1
+    while db.session.scalar(select(Study.id).where(Study.slug == f"{base}-copy{number}")):
+        number += 1
+    design = dict(study.design, slug=f"{base}-copy{number}", title=f"{study.title} (copy)")
+    return create_study(design, owner, status="draft")
+
+
+def withdraw(participant: Participant, researcher: Researcher, reason: str = "") -> None:
+    """Delete a participant and every answer they gave; the audit log keeps that it happened."""
+    db.session.add(
+        AuditEvent(
+            researcher_id=researcher.id,
+            study_id=participant.study_id,
+            action="withdraw",
+            detail={
+                "participant": participant.public_id,
+                "answers_deleted": sum(t.response is not None for t in participant.trials),
+                "reason": reason[:500],
+            },
+        )
+    )
+    db.session.delete(participant)
+    db.session.commit()
+
+
 # Participants ----------------------------------------------------------------------------------
 
 
@@ -172,13 +237,16 @@ class ExternalIds:
     session: str | None = None  # SESSION_ID
 
 
-def enroll(study: Study, external: ExternalIds, *, attempts: int = 20) -> Participant:
+def enroll(
+    study: Study, external: ExternalIds, *, preview: bool = False, attempts: int = 20
+) -> Participant:
     """A new participant with a stored schedule, or the existing one for a returning PID.
 
     The assignment index is the order of arrival; two arrivals racing for the same index are
-    settled by the unique constraint, and the loser takes the next one.
+    settled by the unique constraint, and the loser takes the next one. Previews count down
+    from -1, so they never take a real participant's place in the counterbalancing.
     """
-    if external.participant:
+    if external.participant and not preview:
         existing = db.session.scalar(
             select(Participant).where(
                 Participant.study_id == study.id, Participant.external_id == external.participant
@@ -189,9 +257,11 @@ def enroll(study: Study, external: ExternalIds, *, attempts: int = 20) -> Partic
     catalog = catalog_for(study.stimulus_set)
     for _ in range(attempts):
         index = db.session.scalar(
-            select(func.coalesce(func.max(Participant.assignment_index) + 1, 0)).where(
-                Participant.study_id == study.id
-            )
+            select(
+                func.coalesce(func.min(Participant.assignment_index) - 1, -1)
+                if preview
+                else func.coalesce(func.max(Participant.assignment_index) + 1, 0)
+            ).where(Participant.study_id == study.id, Participant.is_preview.is_(preview))
         )
         seed = secrets.randbelow(2**31)
         participant = Participant(
@@ -201,6 +271,7 @@ def enroll(study: Study, external: ExternalIds, *, attempts: int = 20) -> Partic
             external_id=external.participant,
             external_study_id=external.study,
             external_session_id=external.session,
+            is_preview=preview,
         )
         in_block: dict[int, int] = {}
         for trial_index, spec in enumerate(
@@ -236,6 +307,16 @@ def enroll(study: Study, external: ExternalIds, *, attempts: int = 20) -> Partic
     raise RuntimeError("could not allocate an assignment index; too many concurrent arrivals")
 
 
+def completed_count(study: Study) -> int:
+    return db.session.scalar(
+        select(func.count(Participant.id)).where(
+            Participant.study_id == study.id,
+            Participant.is_preview.is_(False),
+            Participant.completed_at.is_not(None),
+        )
+    )
+
+
 def answered_trial_ids(participant: Participant) -> set[int]:
     return set(
         db.session.scalars(
@@ -269,7 +350,7 @@ def record_answer(trial: Trial, form: Any, now: datetime | None = None) -> bool:
     if current is None or current.id != trial.id:
         raise OutOfOrder("this trial is not the participant's current trial")
     trial_type = get_trial_type(trial.trial_type)
-    block = trial.participant.study.design["blocks"][trial.block_index]
+    block = with_defaults(trial.participant.study.design["blocks"][trial.block_index])
     answer = trial_type.parse_answer(trial.spec, block, form)
     db.session.add(Response(trial=trial, answer=answer, answered_at=now or utcnow()))
     if trial.presented_at is None:

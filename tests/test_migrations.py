@@ -43,3 +43,40 @@ def test_upgrade_matches_models_and_downgrades(empty_app):
         with db.engine.connect() as connection:
             tables = set(db.inspect(connection).get_table_names()) - {"alembic_version"}
         assert tables == set()
+
+
+def test_upgrade_keeps_every_stored_answer(empty_app):
+    """Migrations run on live data: a table rebuild must not cascade-delete child rows."""
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    first_revision = "006d051bacf7"
+    rows = [
+        "insert into researchers (id, email, password_hash, is_admin, created_at) "
+        "values (1, 'a@b.c', 'x', false, '2026-01-01 00:00:00+00')",
+        "insert into stimulus_sets (id, name, folder, manifest, manifest_sha256, imported_at) "
+        "values (1, 'set', '/f', '{}', 'h', '2026-01-01 00:00:00+00')",
+        "insert into studies (id, slug, title, owner_id, stimulus_set_id, design, status, "
+        "entry_token, completion_code, created_at) "
+        "values (1, 's', 't', 1, 1, '{}', 'open', 'e', 'c', '2026-01-01 00:00:00+00')",
+        "insert into participants (id, study_id, token, assignment_index, seed, started_at, "
+        "screened_out) values (1, 1, 'p', 0, 7, '2026-01-01 00:00:00+00', false)",
+        "insert into trials (id, participant_id, trial_index, trial_in_block, block_id, "
+        "block_index, trial_type, token, spec) values (1, 1, 0, 0, 'b', 0, 'abx', 't', '{}')",
+        "insert into responses (id, trial_id, answer, answered_at) "
+        "values (1, 1, '{\"answer\": \"A\"}', '2026-01-01 00:00:01+00')",
+    ]
+    with empty_app.app_context():
+        upgrade(directory=MIGRATIONS, revision=first_revision)
+        with db.engine.begin() as connection:
+            for statement in rows:
+                connection.execute(text(statement))
+        upgrade(directory=MIGRATIONS)
+        with db.engine.connect() as connection:
+            counts = [
+                connection.execute(text(f"select count(*) from {table}")).scalar()
+                for table in ("participants", "trials", "responses")
+            ]
+            preview = connection.execute(text("select is_preview from participants")).scalar()
+        assert counts == [1, 1, 1]
+        assert preview in (False, 0)

@@ -170,3 +170,43 @@ def test_design_errors_are_all_listed():
     with pytest.raises(DesignError) as error:
         validated_design(design, catalog)
     assert "99 trials asked" in str(error.value)
+
+
+def test_catch_trials_repetitions_and_attention_checks():
+    catalog = make_catalog(4)
+    design = make_design()
+    design["blocks"][2] |= {"repetitions": 2, "catch_trials": 2}
+    design["blocks"][3] |= {"attention_checks": 1}
+    for schedule in schedules(design, catalog, n=8):
+        abx = [t.spec for t in schedule if t.trial_type == "abx"]
+        regular = [s for s in abx if not s["is_catch"]]
+        catch = [s for s in abx if s["is_catch"]]
+        assert len(regular) == 8 and len(catch) == 2
+        # each pair comes twice, X copying the other slot the second time
+        pairs = Counter((s["clip_a"], s["clip_b"]) for s in regular)
+        assert set(pairs.values()) == {2}
+        for pair in pairs:
+            answers = {s["correct_answer"] for s in regular if (s["clip_a"], s["clip_b"]) == pair}
+            assert answers == {"A", "B"}
+        for spec in catch:
+            assert spec["clip_a"] != spec["clip_b"]
+            assert spec["clip_a"].endswith("-reference") and spec["clip_b"].endswith("-reference")
+            assert spec["clip_x"] == spec["clip_" + spec["correct_answer"].lower()]
+        checks = [
+            t.spec for t in schedule if t.trial_type == "emotion_rating" and t.spec["is_catch"]
+        ]
+        assert len(checks) == 1
+        assert checks[0]["instruction"]["scale"] in ("valence", "arousal")
+
+
+def test_catch_failures_are_detected_per_type():
+    from study_app.trial_types import get_trial_type
+
+    abx, emotion = get_trial_type("abx"), get_trial_type("emotion_rating")
+    catch = {"is_catch": True, "correct_answer": "B"}
+    assert abx.catch_failed(catch, {"answer": "A"})
+    assert not abx.catch_failed(catch, {"answer": "B"})
+    assert not abx.catch_failed({"is_catch": False, "correct_answer": "B"}, {"answer": "A"})
+    check = {"is_catch": True, "instruction": {"scale": "arousal", "value": 7}}
+    assert emotion.catch_failed(check, {"arousal": 3, "valence": 7})
+    assert not emotion.catch_failed(check, {"arousal": 7})

@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..catalog import Catalog
@@ -77,6 +78,14 @@ class TrialType:
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         return {}
 
+    def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
+        """WAV bytes for a media kind other than 'clip' and 'video' (e.g. tones, anchors).
+
+        `clip_file(clip_id)` gives the canonical file of an imported clip to derive from. The
+        app caches the result, so this runs once per distinct `ref`.
+        """
+        return None
+
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         """What the page may show. Never a condition name, clip id or file name."""
         return {}
@@ -89,6 +98,17 @@ class TrialType:
     def export_fields(self, spec: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
         """Values for the export's columns (core or this type's own) from one answered trial."""
         return {}
+
+    def catch_failed(self, spec: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+        """True when a catch or attention trial was answered wrongly."""
+        return bool(spec.get("is_catch")) and answer.get("answer") != spec.get("correct_answer")
+
+    def export_rows(
+        self, spec: Mapping[str, Any], answer: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Rows of responses.csv for one answered trial: one by default; a multi-stimulus screen
+        (MUSHRA) writes one per rated clip."""
+        return [self.export_fields(spec, answer)]
 
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         """Shortest time in which the trial's audio can be heard as the block requires."""

@@ -61,6 +61,8 @@ class ABX(TrialType):
     options = {
         "conditions": [],
         "trials_per_participant": None,  # default: one per segment
+        "repetitions": 1,  # each participant's trial list is played this many times
+        "catch_trials": 0,  # X copies A or B, and A and B are obviously different recordings
         "max_plays": 0,  # 0 = unlimited
         "require_full_listen": True,
     }
@@ -93,6 +95,17 @@ class ABX(TrialType):
             problems.append(
                 f"block {block['id']!r}: {trials} trials asked but the set can fill only "
                 f"{len(segments) * len(conditions)} distinct (segment, condition) pairs"
+            )
+        for option, low in (("repetitions", 1), ("catch_trials", 0)):
+            value = block[option]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(
+                    f"block {block['id']!r}: {option!r} must be a whole number >= {low}"
+                )
+        if block["catch_trials"] and len(catalog.segments_with([REFERENCE])) < 2:
+            problems.append(
+                f"block {block['id']!r}: catch trials pair two segments' references; "
+                "the set needs at least two"
             )
         if not isinstance(block["max_plays"], int) or block["max_plays"] < 0:
             problems.append(f"block {block['id']!r}: 'max_plays' must be 0 (unlimited) or more")
@@ -131,6 +144,42 @@ class ABX(TrialType):
                     "reference_slot": reference_slot,
                     "correct_answer": x_slot,
                     "duration": segment.duration,
+                    "is_catch": False,
+                }
+            )
+        once = specs
+        specs = [
+            _with_x_flipped(spec) if repetition % 2 else dict(spec)
+            for repetition in range(block["repetitions"])
+            for spec in once
+        ]
+        specs.extend(self._catch_trials(block["catch_trials"], catalog, rng))
+        return specs
+
+    def _catch_trials(self, n: int, catalog: Catalog, rng: random.Random) -> list[dict[str, Any]]:
+        """Trials any attentive listener gets right: A and B are the references of two
+        different performances, X copies one of them."""
+        segments = catalog.segments_with([REFERENCE])
+        specs = []
+        for _ in range(n):
+            first, second = rng.sample(segments, 2)
+            clip_a, clip_b = first.clips[REFERENCE], second.clips[REFERENCE]
+            x_slot = rng.choice("AB")
+            specs.append(
+                {
+                    "segment": first.id,
+                    "source": first.source,
+                    "condition": None,
+                    "conditions": [REFERENCE, REFERENCE],
+                    "list_index": None,
+                    "clip_a": clip_a,
+                    "clip_b": clip_b,
+                    "clip_x": clip_a if x_slot == "A" else clip_b,
+                    "reference_slot": None,
+                    "correct_answer": x_slot,
+                    # both are references: the duration of the longer one bounds listening
+                    "duration": max(first.duration, second.duration),
+                    "is_catch": True,
                 }
             )
         return specs
@@ -187,3 +236,9 @@ class ABX(TrialType):
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         # Switching slots stops the one playing, so hearing all three takes three clip lengths.
         return 3 * float(spec["duration"])
+
+
+def _with_x_flipped(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same pair with X copying the other slot, so a repeat is not a memory test."""
+    x_slot = "B" if spec["correct_answer"] == "A" else "A"
+    return spec | {"correct_answer": x_slot, "clip_x": spec[f"clip_{x_slot.lower()}"]}

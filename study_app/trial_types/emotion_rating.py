@@ -34,12 +34,14 @@ SCALES = ("valence", "arousal", "gems", "fit", "tempo")
 class EmotionRating(TrialType):
     name = "emotion_rating"
     label = "Emotion rating"
+    option_choices = {"scales": list(SCALES)}
     options = {
         "conditions": [],
         "trials_per_participant": None,
         "scales": ["valence", "arousal", "gems"],
         "show_video": False,
         "require_full_listen": True,
+        "attention_checks": 0,  # instructed-response items: "for this clip, select 7 on ..."
     }
 
     def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
@@ -72,6 +74,14 @@ class EmotionRating(TrialType):
                 f"block {block['id']!r}: {trials} trials asked but the set has only "
                 f"{len(segments) * len(conditions)} clips of these conditions"
             )
+        checks = block["attention_checks"]
+        if not isinstance(checks, int) or isinstance(checks, bool) or checks < 0:
+            problems.append(f"block {block['id']!r}: 'attention_checks' must be >= 0")
+        elif checks and not {"valence", "arousal"} & set(block["scales"]):
+            problems.append(
+                f"block {block['id']!r}: attention checks instruct an answer on the valence or "
+                "arousal scale; add one of them to 'scales'"
+            )
         return problems
 
     def schedule(
@@ -99,9 +109,21 @@ class EmotionRating(TrialType):
                         "clip": segment.clips[condition],
                         "duration": segment.duration,
                         "show_video": bool(block["show_video"]),
+                        "is_catch": False,
                     }
                 )
-        return specs[:trials]
+        specs = specs[:trials]
+        instructable = [s for s in ("valence", "arousal") if s in block["scales"]]
+        for _ in range(block["attention_checks"]):
+            check = dict(rng.choice(specs[: min(len(specs), n)]))
+            check["is_catch"] = True
+            check["instruction"] = {"scale": rng.choice(instructable), "value": rng.randint(1, 9)}
+            specs.append(check)
+        return specs
+
+    def catch_failed(self, spec: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+        instruction = spec.get("instruction")
+        return bool(instruction) and answer.get(instruction["scale"]) != instruction["value"]
 
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         media = {"clip": MediaRef("clip", spec["clip"])}
@@ -115,6 +137,7 @@ class EmotionRating(TrialType):
             "show_video": spec["show_video"],
             "gems": GEMS9,
             "require_full_listen": block["require_full_listen"],
+            "instruction": spec.get("instruction"),
         }
 
     def parse_answer(
@@ -161,7 +184,16 @@ class EmotionRating(TrialType):
             "video_shown": int(spec["show_video"]),
             "plays": answer.get("plays", {}).get("clip", 0),
             "clip_duration": spec["duration"],
+            "correct_answer": _instructed(spec),
+            "correct": None
+            if spec.get("instruction") is None
+            else int(not self.catch_failed(spec, answer)),
         }
 
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         return float(spec["duration"])
+
+
+def _instructed(spec: Mapping[str, Any]) -> str | None:
+    instruction = spec.get("instruction")
+    return None if instruction is None else f"{instruction['scale']}={instruction['value']}"

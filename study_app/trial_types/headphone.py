@@ -8,11 +8,17 @@ without headphones tend to pick it. The tones are rendered by `study_app.headpho
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ..catalog import Catalog
-from ..headphone_check import schedule_headphone_trials
+from ..headphone_check import (
+    HeadphoneTrial,
+    calibration_noise_wav_bytes,
+    headphone_trial_wav_bytes,
+    schedule_headphone_trials,
+)
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, play_counts, register
 
 
@@ -45,6 +51,13 @@ class HeadphoneCheck(TrialType):
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         arrangement = f"{spec['quiet_position']}{spec['antiphase_position']}"
         return {"tones": MediaRef("headphone", arrangement), "calibration": MediaRef("noise", "")}
+
+    def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
+        if ref.kind == "noise":
+            return calibration_noise_wav_bytes()
+        if ref.kind == "headphone":
+            return headphone_trial_wav_bytes(HeadphoneTrial(int(ref.key[0]), int(ref.key[1])))
+        return None
 
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {"positions": ("1", "2", "3"), "require_full_listen": True}

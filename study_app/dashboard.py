@@ -1,0 +1,104 @@
+"""What a researcher's dashboard shows about a running study, as plain data (served as JSON)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from .export import counted_participants
+from .models import Participant, Study, as_utc
+from .quality import assess
+from .trial_types import get_trial_type
+
+
+def study_summary(study: Study) -> dict[str, Any]:
+    participants = counted_participants(study)
+    blocks = study.design["blocks"]
+    rows = [participant_row(study, p) for p in participants]
+    durations = [
+        (as_utc(p.completed_at) - as_utc(p.started_at)).total_seconds()
+        for p in participants
+        if p.completed_at is not None
+    ]
+    per_block: Counter[str] = Counter()
+    per_condition: dict[str, Counter[str]] = {}
+    for participant in participants:
+        for trial in participant.trials:
+            if trial.response is None or not get_trial_type(trial.trial_type).exported:
+                continue
+            per_block[trial.block_id] += 1
+            condition = trial.spec.get("condition")
+            if condition and not trial.spec.get("is_catch"):
+                per_condition.setdefault(trial.block_id, Counter())[condition] += 1
+    return {
+        "status": study.status,
+        "started": len(participants),
+        "completed": sum(r["completed"] for r in rows),
+        "excluded": sum(r["excluded"] for r in rows),
+        "screened_out": sum(r["screened_out"] for r in rows),
+        "failed_screening": sum(r["failed_screening"] for r in rows),
+        "failed_catch": sum(r["failed_catch"] for r in rows),
+        "too_fast_answers": sum(r["too_fast"] for r in rows),
+        "median_completion_seconds": statistics.median(durations) if durations else None,
+        "max_completed": study.design["completion"].get("max_completed"),
+        "responses_per_block": [
+            {"block": b["id"], "type": b["type"], "responses": per_block.get(b["id"], 0)}
+            for b in blocks
+            if get_trial_type(b["type"]).exported
+        ],
+        "responses_per_condition": {
+            block: dict(sorted(counts.items())) for block, counts in per_condition.items()
+        },
+        "balance": counterbalancing(study, participants),
+        "participants": rows,
+    }
+
+
+def participant_row(study: Study, participant: Participant) -> dict[str, Any]:
+    quality = assess(study.design["blocks"], participant.trials)
+    answerable = [t for t in participant.trials if get_trial_type(t.trial_type).answerable]
+    return {
+        "participant": participant.public_id,
+        "external_id": participant.external_id,
+        "started_at": as_utc(participant.started_at).isoformat(timespec="seconds"),
+        "completed": participant.completed_at is not None,
+        "answered": sum(t.response is not None for t in answerable),
+        "trials": len(answerable),
+        "failed_screening": quality.failed_screening,
+        "failed_catch": quality.failed_catch,
+        "too_fast": len(quality.too_fast_trials),
+        "screened_out": participant.screened_out,
+        "excluded": quality.excluded or participant.screened_out,
+    }
+
+
+def counterbalancing(study: Study, participants: list[Participant]) -> list[dict[str, Any]]:
+    """Per ABX/rating block: how evenly the assigned (segment, condition) cells and ABX
+    arrangements are spread so far. A spread (max - min) of 0 or 1 is balanced."""
+    result = []
+    for index, block in enumerate(study.design["blocks"]):
+        cells: Counter[tuple] = Counter()
+        arrangements: Counter[tuple] = Counter()
+        for participant in participants:
+            for trial in participant.trials:
+                spec = trial.spec
+                if trial.block_index != index or spec.get("is_catch") or "condition" not in spec:
+                    continue
+                cell = (spec["segment"], spec["condition"])
+                cells[cell] += 1
+                if "reference_slot" in spec:
+                    arrangements[(*cell, spec["reference_slot"], spec["correct_answer"])] += 1
+        if not cells:
+            continue
+        entry = {
+            "block": block["id"],
+            "cells": len(cells),
+            "min": min(cells.values()),
+            "max": max(cells.values()),
+        }
+        if arrangements:
+            entry["arrangement_min"] = min(arrangements.values())
+            entry["arrangement_max"] = max(arrangements.values())
+        result.append(entry)
+    return result
