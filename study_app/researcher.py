@@ -186,6 +186,11 @@ def new_study():
         "stimulus_set": stimulus_set.name,
         "blocks": [{"id": "consent", "type": "consent", "text": STARTER_CONSENT}],
     }
+    return _new_draft(design)
+
+
+def _new_draft(design: dict):
+    """Create a draft and open it in the designer, or go back to the list with every problem."""
     try:
         study = create_study(design, current_user, status="draft")
     except DesignError as exc:
@@ -208,13 +213,7 @@ def import_design():
     if not isinstance(data, dict):
         flash("Choose a design file (YAML or JSON).")
         return redirect(url_for(".studies"))
-    try:
-        study = create_study(data, current_user, status="draft")
-    except DesignError as exc:
-        for problem in exc.problems:
-            flash(problem)
-        return redirect(url_for(".studies"))
-    return redirect(url_for(".designer", slug=study.slug))
+    return _new_draft(data)
 
 
 @bp.get("/studies/<slug>/")
