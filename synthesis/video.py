@@ -1,0 +1,229 @@
+"""Video ingest with PyAV: find sources, sample frames, read the reference audio, mute a copy.
+
+Two layouts are understood:
+- a plain folder of videos (each video's own audio track is the reference);
+- URMP: one folder per piece, e.g. `01_Jupiter_vn_vc/` holding `Vid_01_Jupiter_vn_vc.mp4`, the mix
+  `AuMix_01_Jupiter_vn_vc.wav` (the reference), per-instrument tracks `AuSep_1_vn_01_Jupiter.wav`
+  and the score `Sco_01_Jupiter_vn_vc.mid`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+URMP_INSTRUMENTS = {
+    "vn": "violin",
+    "va": "viola",
+    "vc": "cello",
+    "db": "double bass",
+    "fl": "flute",
+    "ob": "oboe",
+    "cl": "clarinet",
+    "bn": "bassoon",
+    "sax": "saxophone",
+    "tpt": "trumpet",
+    "hn": "horn",
+    "tbn": "trombone",
+    "tba": "tuba",
+}
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be used: corrupt, without audio, too short."""
+
+
+@dataclass
+class VideoSource:
+    id: str
+    video: pathlib.Path
+    reference_audio: pathlib.Path | None = None  # None: the video's own audio track
+    score: pathlib.Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_id(text: str) -> str:
+    """A string made to match the manifest's id pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-") or "source"
+    if not cleaned[0].isalnum():
+        cleaned = "s" + cleaned
+    return cleaned[:100]
+
+
+def _urmp_source(folder: pathlib.Path) -> VideoSource | None:
+    videos = sorted(folder.glob("Vid_*.mp4"))
+    mixes = sorted(folder.glob("AuMix_*.wav"))
+    if not videos or not mixes:
+        return None
+    match = re.match(r"^(\d+)_([^_]+)_(.+)$", folder.name)
+    metadata: dict[str, Any] = {"dataset": "URMP"}
+    if match:
+        codes = match.group(3).split("_")
+        metadata["piece"] = match.group(2)
+        metadata["instrument"] = ", ".join(URMP_INSTRUMENTS.get(code, code) for code in codes)
+    tracks = sorted(path.name for path in folder.glob("AuSep_*.wav"))
+    if tracks:
+        metadata["tracks"] = tracks
+    scores = sorted(folder.glob("Sco_*.mid"))
+    return VideoSource(
+        id=safe_id(folder.name),
+        video=videos[0],
+        reference_audio=mixes[0],
+        score=scores[0] if scores else None,
+        metadata=metadata,
+    )
+
+
+def discover_sources(folder: pathlib.Path) -> list[VideoSource]:
+    """URMP piece folders and plain videos directly inside `folder`, sorted by id."""
+    sources = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            source = _urmp_source(entry)
+            if source is not None:
+                sources.append(source)
+        elif entry.suffix.lower() in VIDEO_SUFFIXES:
+            sources.append(VideoSource(id=safe_id(entry.stem), video=entry))
+    ids = [source.id for source in sources]
+    duplicates = sorted({identifier for identifier in ids if ids.count(identifier) > 1})
+    if duplicates:
+        raise VideoError(f"several videos map to the same source id: {duplicates}")
+    return sources
+
+
+@dataclass
+class SampledVideo:
+    duration: float  # seconds, from the video stream
+    frame_rate: float  # embedding frames per second
+    frames: np.ndarray  # (T, size, size, 3) uint8, frame i at i / frame_rate
+    motion_rate: float
+    motion_frames: np.ndarray  # (M, h, w) float32 grayscale, frame j at j / motion_rate
+
+
+def _square_crop(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def sample_video(
+    path: pathlib.Path,
+    frame_rate: float,
+    frame_size: int,
+    motion_rate: float,
+    motion_size: int = 64,
+) -> SampledVideo:
+    """Decodes the video once, keeping RGB frames at `frame_rate` and gray ones at `motion_rate`.
+
+    Each sample time takes the frame showing at that time. Frames are centre-cropped to a square
+    (the encoders' input shape) after scaling the shorter side to the target size.
+    """
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoError(f"cannot open {path.name}: {error}") from error
+    frames: list[np.ndarray] = []
+    motion: list[np.ndarray] = []
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        frame_period = 1.0 / rate
+        next_frame, next_motion = 0.0, 0.0
+        last_time = 0.0
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                start = float(frame.time)
+                last_time = max(last_time, start + frame_period)
+                if next_frame < start + frame_period or next_motion < start + frame_period:
+                    scale = frame_size / min(frame.width, frame.height)
+                    width = max(frame_size, round(frame.width * scale))
+                    height = max(frame_size, round(frame.height * scale))
+                    rgb = _square_crop(frame.to_ndarray(width=width, height=height, format="rgb24"))
+                while next_frame < start + frame_period:
+                    frames.append(rgb)
+                    next_frame += 1.0 / frame_rate
+                if next_motion < start + frame_period:
+                    step = max(1, rgb.shape[0] // motion_size)
+                    gray = rgb[::step, ::step].astype(np.float32).mean(axis=2) / 255.0
+                    while next_motion < start + frame_period:
+                        motion.append(gray)
+                        next_motion += 1.0 / motion_rate
+        except (av.error.FFmpegError, ValueError) as error:
+            raise VideoError(f"cannot decode {path.name}: {error}") from error
+    if not frames:
+        raise VideoError(f"{path.name}: no decodable video frames")
+    duration = last_time
+    if stream.duration is not None and stream.time_base is not None:
+        duration = min(duration, float(stream.duration * stream.time_base)) or duration
+    return SampledVideo(duration, frame_rate, np.stack(frames), motion_rate, np.stack(motion))
+
+
+def read_audio(path: pathlib.Path, sample_rate: int, channels: int) -> np.ndarray:
+    """The first audio stream of a video or audio file as float32 (channels, samples)."""
+    layout = "mono" if channels == 1 else "stereo"
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoError(f"cannot open {path.name}: {error}") from error
+    chunks = []
+    with container:
+        if not container.streams.audio:
+            raise VideoError(f"{path.name} has no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for converted in resampler.resample(frame):
+                    chunks.append(converted.to_ndarray())
+            for converted in resampler.resample(None):  # flush
+                chunks.append(converted.to_ndarray())
+        except (av.error.FFmpegError, ValueError) as error:
+            raise VideoError(f"cannot decode the audio of {path.name}: {error}") from error
+    if not chunks:
+        raise VideoError(f"{path.name}: its audio track holds no samples")
+    return np.concatenate(chunks, axis=1).astype(np.float32)
+
+
+def write_muted_copy(source: pathlib.Path, destination: pathlib.Path) -> None:
+    """Copies the video stream only (no re-encoding), dropping audio and other streams."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(destination.stem + ".tmp" + destination.suffix)
+    try:
+        with av.open(str(source)) as input_container:
+            input_stream = input_container.streams.video[0]
+            with av.open(str(temporary), "w", format="mp4") as output_container:
+                output_stream = output_container.add_stream_from_template(input_stream)
+                for packet in input_container.demux(input_stream):
+                    if packet.dts is None:
+                        continue  # the demuxer's flush packet
+                    packet.stream = output_stream
+                    output_container.mux(packet)
+    except (av.error.FFmpegError, ValueError) as error:
+        temporary.unlink(missing_ok=True)
+        raise VideoError(
+            f"cannot copy the video stream of {source.name} into an MP4 (codec "
+            f"not allowed in MP4?): {error}"
+        ) from error
+    temporary.replace(destination)
