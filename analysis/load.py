@@ -1,0 +1,317 @@
+"""Read and validate a study export (``responses.csv`` + ``study.json``) and apply exclusions.
+
+The format is specified in ``docs/export-format.md``. Columns are selected by name, so extra
+columns appended by future trial types are kept and ignored.
+
+Exclusions follow the export's flags:
+
+* ``flag_failed_screening`` and ``flag_failed_catch`` describe a *participant* (the export sets
+  them on all of that participant's rows); a participant with the flag on any row is dropped.
+* ``flag_too_fast`` describes one *answer*; only that row is dropped.
+
+Catch trials (``is_catch == 1``) and headphone-check trials never enter the statistics: they exist
+to produce the flags above.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+EXPORT_FORMAT = "sightsound-export/1"
+GEMS_WORDS = (
+    "wonder",
+    "transcendence",
+    "tenderness",
+    "nostalgia",
+    "peacefulness",
+    "power",
+    "joyful_activation",
+    "tension",
+    "sadness",
+)
+
+# Columns the analysis reads. Other documented columns are optional: they are kept if present.
+REQUIRED_COLUMNS = (
+    "participant",
+    "block",
+    "trial_type",
+    "is_catch",
+    "source",
+    "segment",
+    "condition",
+    "correct",
+    "valence",
+    "arousal",
+    "gems",
+    "fit",
+    "rt_ms",
+    "flag_failed_screening",
+    "flag_failed_catch",
+    "flag_too_fast",
+)
+BOOLEAN_COLUMNS = (
+    "is_catch",
+    "correct",
+    "video_shown",
+    "flag_failed_screening",
+    "flag_failed_catch",
+    "flag_too_fast",
+    "excluded",
+)
+# (column, lowest, highest) for the integer rating scales.
+RATING_RANGES = (
+    ("confidence", 1, 5),
+    ("valence", 1, 9),
+    ("arousal", 1, 9),
+    ("fit", 1, 7),
+    ("tempo", 1, 7),
+)
+STRING_COLUMNS = (
+    "study",
+    "participant",
+    "external_id",
+    "block",
+    "trial_type",
+    "source",
+    "segment",
+    "condition",
+    "conditions",
+    "clip",
+    "clip_a",
+    "clip_b",
+    "clip_x",
+    "reference_slot",
+    "correct_answer",
+    "answer",
+    "gems",
+)
+
+PARTICIPANT_FLAGS = ("flag_failed_screening", "flag_failed_catch")
+ROW_FLAGS = ("flag_too_fast",)
+FLAG_REASONS = {
+    "flag_failed_screening": "failed headphone screening",
+    "flag_failed_catch": "failed a catch / attention item",
+    "flag_too_fast": "answered before the clips could be heard in full",
+}
+
+
+class ExportError(ValueError):
+    """The export does not follow docs/export-format.md; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid export:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass
+class Export:
+    """A validated export: the tidy responses plus the study's design and stimulus manifest."""
+
+    responses: pd.DataFrame
+    study: dict[str, Any]
+
+    @property
+    def design(self) -> dict[str, Any]:
+        return self.study.get("design", {})
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.study.get("manifest", {})
+
+
+@dataclass(frozen=True)
+class ExclusionConfig:
+    """Which exclusion rules to apply (all on by default)."""
+
+    failed_screening: bool = True
+    failed_catch: bool = True
+    too_fast: bool = True
+
+    @classmethod
+    def none(cls) -> ExclusionConfig:
+        return cls(failed_screening=False, failed_catch=False, too_fast=False)
+
+    def active_flags(self) -> list[str]:
+        chosen = {
+            "flag_failed_screening": self.failed_screening,
+            "flag_failed_catch": self.failed_catch,
+            "flag_too_fast": self.too_fast,
+        }
+        return [flag for flag, on in chosen.items() if on]
+
+
+@dataclass
+class Exclusions:
+    """Rows kept after exclusions and a table saying what was dropped and why."""
+
+    kept: pd.DataFrame
+    table: pd.DataFrame = field(repr=False)
+
+
+def read_export(responses: str | Path, study: str | Path) -> Export:
+    """Read ``responses.csv`` and ``study.json`` and validate them.
+
+    Raises :class:`ExportError` naming every missing required column and every bad value.
+    """
+    study_data = read_study(study)
+    frame = pd.read_csv(responses, dtype=str, keep_default_na=False, na_values=[""])
+    return Export(responses=validate_responses(frame), study=study_data)
+
+
+def read_study(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    problems = []
+    if not isinstance(data, dict):
+        raise ExportError([f"{path}: top level must be a JSON object"])
+    if data.get("format") != EXPORT_FORMAT:
+        problems.append(f"study.json: format must be {EXPORT_FORMAT!r}, got {data.get('format')!r}")
+    for key in ("study", "design", "manifest"):
+        if not isinstance(data.get(key), dict):
+            problems.append(f"study.json: missing object {key!r}")
+    if problems:
+        raise ExportError(problems)
+    return data
+
+
+def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check and convert a raw responses table (all strings) into typed, tidy columns."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ExportError([f"responses.csv: missing required column(s): {', '.join(missing)}"])
+    frame = frame.copy()
+    problems: list[str] = []
+
+    for column in BOOLEAN_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _to_boolean(frame[column], column, problems)
+    for column, lowest, highest in RATING_RANGES:
+        if column in frame.columns:
+            frame[column] = _to_integer(frame[column], column, problems, lowest, highest)
+    for column in ("assignment_index", "list_index", "block_index", "trial_index",
+                   "trial_in_block", "plays_a", "plays_b", "plays_x", "plays", "rt_ms"):
+        if column in frame.columns:
+            frame[column] = _to_integer(frame[column], column, problems, 0, None)
+    if "clip_duration" in frame.columns:
+        frame["clip_duration"] = pd.to_numeric(frame["clip_duration"], errors="coerce")
+    for column in ("presented_at", "answered_at"):
+        if column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
+    if frame["participant"].isna().any():
+        problems.append("responses.csv: 'participant' is empty on some rows")
+
+    abx = frame["trial_type"] == "abx"
+    if frame.loc[abx, "correct"].isna().any():
+        rows = _row_numbers(abx & frame["correct"].isna())
+        problems.append(f"responses.csv: abx rows without 'correct' (rows {rows})")
+    words = frame["gems"].dropna().str.split(";").explode()
+    unknown = sorted(set(words) - set(GEMS_WORDS) - {""})
+    if unknown:
+        problems.append(f"responses.csv: unknown GEMS word(s): {', '.join(unknown)}")
+    if problems:
+        raise ExportError(problems)
+    for column in STRING_COLUMNS:
+        if column in frame.columns:
+            frame[column] = frame[column].astype("string")
+    return frame
+
+
+def apply_exclusions(
+    responses: pd.DataFrame, config: ExclusionConfig | None = None
+) -> Exclusions:
+    """Drop excluded participants and rows; return what is kept and a table of reasons.
+
+    The table has one row per active rule: its level (participant or row), how many participants
+    it flags, and how many rows it removes on its own (rows can carry several flags, so the
+    counts overlap; ``total`` is the union).
+
+    >>> frame = pd.DataFrame({"participant": ["P1", "P1", "P2", "P2"],
+    ...                       "flag_failed_screening": [1, 1, 0, 0],
+    ...                       "flag_failed_catch": [0, 0, 0, 0],
+    ...                       "flag_too_fast": [0, 0, 1, 0]})
+    >>> result = apply_exclusions(frame)
+    >>> list(result.kept.index)
+    [3]
+    >>> result.table[["reason", "participants", "rows"]].to_dict("records")[-1]
+    {'reason': 'total', 'participants': 1, 'rows': 3}
+    """
+    config = config or ExclusionConfig()
+    drop = pd.Series(False, index=responses.index)
+    records = []
+    for flag in config.active_flags():
+        flagged = responses[flag].fillna(False).astype(bool)
+        if flag in PARTICIPANT_FLAGS:
+            flagged_people = set(responses.loc[flagged, "participant"])
+            flagged = responses["participant"].isin(flagged_people)
+            level = "participant"
+            people = len(flagged_people)
+        else:
+            level = "row"
+            people = responses.loc[flagged, "participant"].nunique()
+        records.append(
+            {"rule": flag, "reason": FLAG_REASONS[flag], "level": level,
+             "participants": int(people), "rows": int(flagged.sum())}
+        )
+        drop |= flagged
+    whole_people = set(responses["participant"]) - set(responses.loc[~drop, "participant"])
+    records.append(
+        {"rule": "any", "reason": "total", "level": "",
+         "participants": len(whole_people), "rows": int(drop.sum())}
+    )
+    return Exclusions(kept=responses.loc[~drop], table=pd.DataFrame.from_records(records))
+
+
+def abx_trials(responses: pd.DataFrame) -> pd.DataFrame:
+    """ABX rows that enter the realism statistics (catch trials left out)."""
+    rows = responses[(responses["trial_type"] == "abx") & ~responses["is_catch"].astype(bool)]
+    return rows.assign(correct=rows["correct"].astype(int))
+
+
+def rating_trials(responses: pd.DataFrame) -> pd.DataFrame:
+    """Emotion-rating rows that enter the agreement statistics (catch trials left out)."""
+    keep = (responses["trial_type"] == "emotion_rating") & ~responses["is_catch"].astype(bool)
+    return responses[keep]
+
+
+def _row_numbers(mask: pd.Series, limit: int = 5) -> str:
+    # +2: one for the header line, one because people count from 1.
+    numbers = [str(i + 2) for i in np.flatnonzero(mask.to_numpy())[:limit]]
+    more = int(mask.sum()) - len(numbers)
+    return ", ".join(numbers) + (f" and {more} more" if more > 0 else "")
+
+
+def _to_boolean(values: pd.Series, column: str, problems: list[str]) -> pd.Series:
+    bad = values.notna() & ~values.isin(["0", "1"])
+    if bad.any():
+        problems.append(
+            f"responses.csv: '{column}' must be 0 or 1 (rows {_row_numbers(bad)}: "
+            f"{values[bad].iloc[0]!r})"
+        )
+        return values
+    return values.map({"0": False, "1": True}).astype("boolean")
+
+
+def _to_integer(
+    values: pd.Series, column: str, problems: list[str], lowest: int, highest: int | None
+) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    not_number = values.notna() & numbers.isna()
+    not_whole = numbers.notna() & (numbers != numbers.round())
+    out_of_range = numbers.notna() & (numbers < lowest)
+    if highest is not None:
+        out_of_range |= numbers.notna() & (numbers > highest)
+    bad = not_number | not_whole | out_of_range
+    if bad.any():
+        allowed = f"{lowest}..{highest}" if highest is not None else f">= {lowest}"
+        problems.append(
+            f"responses.csv: '{column}' must be an integer {allowed} "
+            f"(rows {_row_numbers(bad)}: {values[bad].iloc[0]!r})"
+        )
+        return values
+    return numbers.astype("Int64")

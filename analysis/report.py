@@ -1,0 +1,278 @@
+"""Build the study report: ``report.html`` (self-contained), ``tables/*.csv`` and ``report.json``.
+
+Everything is computed twice, with the configured exclusions and with none, so a reader can see
+whether the conclusions hang on them. The slower model fits (mixed models) run once, on the data
+after exclusions.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis import agreement, realism
+from analysis.load import (
+    ExclusionConfig,
+    Export,
+    abx_trials,
+    apply_exclusions,
+    rating_trials,
+    read_export,
+)
+
+
+@dataclass
+class ReportConfig:
+    """Analysis choices; every one is written into report.json."""
+
+    exclusions: ExclusionConfig = field(default_factory=ExclusionConfig)
+    equivalence_margin: float = 0.1
+    alpha: float = 0.05
+    unit: str = "source"
+    n_boot: int = 2000
+    n_permutations: int = 2000
+    glmm_max_participants: int | None = 100
+    lmm_max_participants: int | None = 150
+    seed: int = 0
+
+
+def analyse(export: Export, config: ReportConfig | None = None,
+            objective: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Compute every table of the report; returns name -> DataFrame."""
+    config = config or ReportConfig()
+    tables: dict[str, pd.DataFrame] = {}
+    excluded = apply_exclusions(export.responses, config.exclusions)
+    tables["exclusions"] = excluded.table
+    variants = {"": excluded.kept, "_no_exclusions": export.responses}
+    for suffix, responses in variants.items():
+        abx = abx_trials(responses)
+        ratings = rating_trials(responses)
+        if len(abx):
+            tables["realism" + suffix] = realism.summarize(
+                abx, config.equivalence_margin, config.alpha)
+        if len(ratings):
+            tables["agreement" + suffix] = agreement.summarize(
+                ratings, unit=config.unit, n_boot=config.n_boot,
+                n_permutations=config.n_permutations, alpha=config.alpha, seed=config.seed)
+
+    abx = abx_trials(excluded.kept)
+    ratings = rating_trials(excluded.kept)
+    if len(abx):
+        tables["participants"] = realism.participant_accuracy(abx)
+        tables["realism_glmm"] = realism.mixed_logistic(
+            abx, config.glmm_max_participants, config.seed)
+    if len(ratings):
+        tables["rating_mixed_model"] = pd.concat(
+            [agreement.rating_mixed_model(ratings, d, max_participants=config.lmm_max_participants,
+                                          seed=config.seed) for d in agreement.DIMENSIONS],
+            ignore_index=True)
+        tables["gems_kappa"] = agreement.gems_kappa_table(ratings, config.unit).reset_index()
+        tables["fit"] = agreement.fit_ratings(ratings)
+        means = ratings.groupby([config.unit, "condition"], observed=True)[
+            list(agreement.DIMENSIONS)].mean().astype(float)
+        tables["unit_means"] = means.reset_index()
+    if objective is not None and len(objective):
+        tables["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
+    return tables
+
+
+def objective_vs_listeners(
+    objective: pd.DataFrame, abx: pd.DataFrame, ratings: pd.DataFrame
+) -> pd.DataFrame:
+    """How well each objective metric predicts listeners, clip by clip (Spearman's rho).
+
+    Listener outcomes per generated clip (segment x condition): ABX accuracy, and the distance
+    in (valence, arousal) between its mean rating and the reference clip's mean rating.
+    ``objective`` is the per-clip table written by ``python -m analysis objective``.
+    """
+    keys = ["segment", "condition"]
+    listeners = pd.DataFrame()
+    if len(abx):
+        listeners = abx.groupby(keys, observed=True)["correct"].mean().rename("abx_accuracy")
+        listeners = listeners.to_frame()
+    if len(ratings):
+        means = ratings.groupby(keys, observed=True)[list(agreement.DIMENSIONS)].mean()
+        means = means.astype(float).reset_index()
+        reference = means[means["condition"] == agreement.REFERENCE].set_index("segment")
+        generated = means[means["condition"] != agreement.REFERENCE]
+        delta = generated[list(agreement.DIMENSIONS)].to_numpy() - reference.reindex(
+            generated["segment"])[list(agreement.DIMENSIONS)].to_numpy()
+        distance = pd.Series(np.sqrt((delta**2).sum(axis=1)),
+                             index=pd.MultiIndex.from_frame(generated[keys]),
+                             name="rating_distance")
+        listeners = listeners.join(distance, how="outer") if len(listeners) else distance.to_frame()
+    objective = objective.copy()
+    objective[keys] = objective[keys].astype(str)
+    listeners = listeners.reset_index()
+    listeners[keys] = listeners[keys].astype(str)
+    merged = objective.merge(listeners, on=keys, how="inner")
+    metrics = [c for c in objective.select_dtypes("number").columns if c not in keys]
+    records = []
+    for metric in metrics:
+        for outcome in ("abx_accuracy", "rating_distance"):
+            if outcome not in merged:
+                continue
+            pair = merged[[metric, outcome]].dropna()
+            rho, pval = (stats.spearmanr(pair[metric], pair[outcome]) if len(pair) >= 3
+                         and pair[metric].nunique() > 1 and pair[outcome].nunique() > 1
+                         else (np.nan, np.nan))
+            records.append({"metric": metric, "outcome": outcome, "clips": len(pair),
+                            "spearman": float(rho), "pval": float(pval)})
+    return pd.DataFrame.from_records(
+        records, columns=["metric", "outcome", "clips", "spearman", "pval"])
+
+
+def write_report(
+    export: Export,
+    out_dir: str | Path,
+    config: ReportConfig | None = None,
+    objective: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Write report.html, tables/*.csv and report.json into ``out_dir``; return the JSON data."""
+    config = config or ReportConfig()
+    started = time.perf_counter()
+    tables = analyse(export, config, objective)
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    summary = {
+        "format": "sightsound-report/1",
+        "study": export.study.get("study", {}),
+        "config": _jsonable(asdict(config)),
+        "counts": {
+            "rows": len(export.responses),
+            "participants": int(export.responses["participant"].nunique()),
+        },
+        "tables": {name: json.loads(table.to_json(orient="records", default_handler=str))
+                   for name, table in tables.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    (out / "report.html").write_text(_html(export, tables, config), encoding="utf-8")
+    return summary
+
+
+def report_from_files(responses: str | Path, study: str | Path, out_dir: str | Path,
+                      config: ReportConfig | None = None,
+                      objective_csv: str | Path | None = None) -> dict[str, Any]:
+    export = read_export(responses, study)
+    objective = pd.read_csv(objective_csv) if objective_csv else None
+    return write_report(export, out_dir, config, objective)
+
+
+# --------------------------------------------------------------------------- html
+def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tuple[str, Any]]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figures = []
+    if "realism" in tables:
+        table = tables["realism"]
+        figure = go.Figure(go.Bar(
+            x=table["condition"], y=table["accuracy"],
+            error_y={"type": "data", "symmetric": False,
+                     "array": table["cp_high"] - table["accuracy"],
+                     "arrayminus": table["accuracy"] - table["cp_low"]},
+        ))
+        margin = config.equivalence_margin
+        figure.add_hrect(y0=0.5 - margin, y1=0.5 + margin, opacity=0.15, line_width=0,
+                         fillcolor="green")
+        figure.add_hline(y=0.5, line_dash="dash")
+        figure.update_layout(title="ABX accuracy per condition (95% Clopper-Pearson; shaded: "
+                             "equivalence margin)", yaxis_range=[0, 1], yaxis_title="accuracy")
+        figures.append(("ABX accuracy", figure))
+    if "participants" in tables:
+        people = tables["participants"]
+        figure = go.Figure([go.Box(x=rows["accuracy"], name=str(condition), boxpoints="all")
+                            for condition, rows in people.groupby("condition")])
+        figure.update_layout(title="Per-participant ABX accuracy", xaxis_title="accuracy")
+        figures.append(("Listeners", figure))
+    if "unit_means" in tables:
+        means = tables["unit_means"]
+        reference = means[means["condition"] == agreement.REFERENCE].set_index(config.unit)
+        figure = make_subplots(rows=1, cols=2, subplot_titles=list(agreement.DIMENSIONS))
+        for col, dimension in enumerate(agreement.DIMENSIONS, start=1):
+            for condition, rows in means[means["condition"] != agreement.REFERENCE].groupby(
+                    "condition"):
+                figure.add_trace(go.Scatter(
+                    x=reference[dimension].reindex(rows[config.unit]), y=rows[dimension],
+                    mode="markers", name=str(condition), legendgroup=str(condition),
+                    showlegend=col == 1, text=rows[config.unit]), row=1, col=col)
+            figure.add_trace(go.Scatter(x=[1, 9], y=[1, 9], mode="lines", showlegend=False,
+                                        line={"dash": "dash", "color": "grey"}), row=1, col=col)
+        figure.update_layout(title=f"Mean rating per {config.unit}: generated (y) vs reference (x)")
+        figures.append(("Semantic agreement", figure))
+    if "fit" in tables:
+        fit = tables["fit"]
+        figure = go.Figure(go.Bar(
+            x=fit["condition"], y=fit["mean_fit"],
+            error_y={"type": "data", "symmetric": False, "array": fit["ci_high"] - fit["mean_fit"],
+                     "arrayminus": fit["mean_fit"] - fit["ci_low"]}))
+        figure.update_layout(title="Fit to the video (1-7, 95% CI)", yaxis_range=[1, 7])
+        figures.append(("Fit to video", figure))
+    return figures
+
+
+TABLE_TITLES = {
+    "exclusions": "Exclusions",
+    "realism": "Realism (ABX), after exclusions",
+    "realism_no_exclusions": "Realism (ABX), no exclusions",
+    "realism_glmm": "Realism: logistic mixed model (participant and source random intercepts)",
+    "agreement": "Semantic agreement with the reference, after exclusions",
+    "agreement_no_exclusions": "Semantic agreement, no exclusions",
+    "rating_mixed_model": "Ratings: linear mixed model, contrasts against reference",
+    "gems_kappa": "GEMS words: Cohen's kappa with the reference per word",
+    "fit": "Fit to video",
+    "objective_vs_listeners": "Objective metrics vs listeners (Spearman per clip)",
+}
+
+
+def _html(export: Export, tables: dict[str, pd.DataFrame], config: ReportConfig) -> str:
+    title = html.escape(str(export.study.get("study", {}).get("title", "SightSound study")))
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{title}: report</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}</style></head><body>",
+        f"<h1>{title}</h1>",
+        f"<p>{len(export.responses)} responses from "
+        f"{export.responses['participant'].nunique()} participants. Equivalence margin "
+        f"&plusmn;{config.equivalence_margin}; alpha {config.alpha}; Holm correction across "
+        f"conditions; seed {config.seed}.</p>",
+    ]
+    for index, (name, figure) in enumerate(_figures(tables, config)):
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        # plotly.js is inlined once, with the first figure, so the file works offline.
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
+    for name, table in tables.items():
+        if name in ("participants", "unit_means"):
+            continue
+        parts.append(f"<h2>{html.escape(TABLE_TITLES.get(name, name))}</h2>")
+        parts.append(table.to_html(index=False, float_format=_format_number, na_rep=""))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _format_number(value: float) -> str:
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.2e}"
+    return f"{value:.4g}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
