@@ -27,10 +27,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # a participant may take an hour over a page
+        # Production behind TLS: SIGHTSOUND_SECURE_COOKIES=1 (docs/operations.md). Off by default
+        # because `make demo` serves plain HTTP.
+        SECURE_COOKIES=os.environ.get("SIGHTSOUND_SECURE_COOKIES", "") in ("1", "true", "yes"),
     )
     app.config.from_pyfile("config.py", silent=True)
     if test_config:
         app.config.update(test_config)
+    if app.config["SECURE_COOKIES"] and not (app.debug or app.testing):
+        app.config.update(SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=True)
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
@@ -50,6 +55,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "

@@ -13,6 +13,7 @@ At the levels used here (about -23 LUFS) the rounding error is far below audibil
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -268,3 +269,21 @@ def _read_ints(f: BinaryIO, layout: _Layout) -> np.ndarray:
     else:
         ints = np.frombuffer(raw, dtype="<i4")
     return ints.reshape(info.frames, info.channels)
+
+
+def dithered_rendition(canonical: bytes, seed: str) -> bytes:
+    """A copy of a canonical 16-bit WAV with its own inaudible +-1 LSB triangular noise.
+
+    Served once per trial slot, so no two slots are ever byte-identical: in ABX, X cannot be
+    matched to A or B by comparing downloads, and a clip heard before cannot be recognised by
+    its hash. The noise (about -101 dBFS) sits at the level of 16-bit quantisation itself;
+    length, format and loudness are unchanged. The same seed gives the same bytes, so Range
+    requests of one slot agree.
+    """
+    if canonical[:4] != b"RIFF" or canonical[36:40] != b"data":
+        raise ValueError("not a canonical 16-bit WAV (fmt then data, nothing else)")
+    samples = np.frombuffer(canonical, dtype="<i2", offset=44).astype(np.int32)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"))
+    noise = rng.integers(0, 2, samples.size) - rng.integers(0, 2, samples.size)
+    dithered = np.clip(samples + noise, -32768, 32767).astype("<i2")
+    return canonical[:44] + dithered.tobytes()

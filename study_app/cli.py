@@ -22,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def register(app: Flask) -> None:
     for command in (import_stimuli, create_researcher, create_study_cmd, export, demo_setup):
         app.cli.add_command(command)
+    from .audit import audit_blinding  # issue 6: `flask audit-blinding STUDY`
+
+    app.cli.add_command(audit_blinding)
 
 
 def _media_dir() -> Path:

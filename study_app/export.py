@@ -84,6 +84,8 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
     blocks = study.design["blocks"]
     for participant in counted_participants(study):
         quality = assess(blocks, participant.trials)
+        rows: list[dict[str, Any]] = []
+        by_type: dict[str, list[dict[str, Any]]] = {}
         for trial in participant.trials:
             trial_type = get_trial_type(trial.trial_type)
             if trial.response is None or not trial_type.exported:
@@ -111,7 +113,11 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
             for fields in trial_type.export_rows(trial.spec, answer):
                 row = common | fields
                 row["excluded"] = int(quality.excluded or too_fast or bool(row.get("excluded")))
-                yield row
+                rows.append(row)
+                by_type.setdefault(trial.trial_type, []).append(row)
+        for name, type_rows in by_type.items():
+            get_trial_type(name).participant_rows(type_rows)  # per-listener flags (MUSHRA)
+        yield from rows
 
 
 def counted_participants(study: Study) -> list[Participant]:

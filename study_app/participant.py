@@ -4,6 +4,7 @@ clip id, file name or source."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     make_response,
@@ -21,7 +23,9 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
+from .audio import dithered_rendition
 from .design import with_defaults
 from .extensions import db
 from .models import Clip, Participant, Segment, Study, Trial, utcnow
@@ -30,6 +34,7 @@ from .services import (
     AnswerError,
     ExternalIds,
     OutOfOrder,
+    answered_trial_ids,
     completed_count,
     current_trial,
     enroll,
@@ -64,7 +69,10 @@ def _no_store(response):
 
 def _participant(token: str) -> Participant:
     _token_or_404(token)
-    participant = db.session.scalar(select(Participant).where(Participant.token == token))
+    # Every participant route needs the study (design, stimulus set): one query, not two.
+    participant = db.session.scalar(
+        select(Participant).options(joinedload(Participant.study)).where(Participant.token == token)
+    )
     if participant is None:
         abort(404)
     return participant
@@ -130,14 +138,26 @@ def join(entry_token: str):
         max_age=14 * 24 * 3600,
         httponly=True,
         samesite="Lax",
-        secure=request.is_secure,
+        secure=request.is_secure or bool(current_app.config.get("SESSION_COOKIE_SECURE")),
     )
     return response
 
 
+def _answerable(trial_type: str) -> bool:
+    known = _ANSWERABLE.get(trial_type)
+    if known is None:  # get_trial_type scans the package on every call: ask once per type
+        known = _ANSWERABLE[trial_type] = get_trial_type(trial_type).answerable
+    return known
+
+
+_ANSWERABLE: dict[str, bool] = {}
+
+
 def _progress(participant: Participant, trial: Trial | None) -> dict[str, int]:
-    answerable = [t for t in participant.trials if get_trial_type(t.trial_type).answerable]
-    done = sum(1 for t in answerable if t.response is not None)
+    answerable = [t for t in participant.trials if _answerable(t.trial_type)]
+    # One query for the answered ids, not one lazy load of `t.response` per trial (issue 6).
+    answered = answered_trial_ids(participant)
+    done = sum(1 for t in answerable if t.id in answered)
     return {"done": done, "total": len(answerable)}
 
 
@@ -238,14 +258,32 @@ def media(token: str, trial_token: str, slot: str):
     if ref is None:
         abort(404)
     path, mimetype = _media_file(participant, trial, ref)
-    response = send_file(
-        path, mimetype=mimetype, conditional=True, etag=False, max_age=0, last_modified=MEDIA_MTIME
-    )
+    if ref.kind == "clip":
+        # Each trial slot gets its own dithered copy: no two downloads are byte-identical.
+        data = _rendition(str(path), f"{trial.token}/{slot}")
+        response = Response(data, mimetype=mimetype)
+        response.last_modified = MEDIA_MTIME
+        response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+    else:
+        response = send_file(
+            path,
+            mimetype=mimetype,
+            conditional=True,
+            etag=False,
+            max_age=0,
+            last_modified=MEDIA_MTIME,
+        )
     # Werkzeug names the file in Content-Disposition; our names are random but say nothing anyway.
     response.headers.pop("Content-Disposition", None)
     response.headers.pop("Expires", None)  # a clock reading, and Cache-Control says it all
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+@functools.lru_cache(maxsize=32)
+def _rendition(path: str, seed: str) -> bytes:
+    """Cached, since a browser fetches one slot in several Range requests."""
+    return dithered_rendition(Path(path).read_bytes(), seed)
 
 
 def _media_file(participant: Participant, trial: Trial, ref: MediaRef) -> tuple[Path, str]:

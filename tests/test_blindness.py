@@ -128,3 +128,35 @@ def test_audio_supports_range_requests(app, client, demo_study):
     assert partial.headers["Accept-Ranges"] == "bytes"
     tail = client.get(tones, headers={"Range": "bytes=-10"})
     assert tail.status_code == 206 and tail.get_data() == full.get_data()[-10:]
+
+
+def test_abx_slots_are_never_byte_identical(app, client, demo_study):
+    """X is a copy of A or B, but each slot is served with its own inaudible dither, so a
+    participant cannot find the answer by comparing downloads."""
+    import numpy as np
+
+    with app.app_context():
+        token = db.session.scalar(select(Study.entry_token))
+    step = start(client, token)
+    for _ in range(200):
+        page = read_page(client.get(step))
+        if page.trial_type == "abx":
+            break
+        data = {"consent": {"consent": "yes"}, "headphone_check": {"answer": "1"}}.get(
+            page.trial_type, {"valence": "5", "arousal": "5", "fit": "4", "tempo": "4"}
+        )
+        client.post(page.action, data=data)
+    bodies = {url.rsplit("/", 1)[1]: client.get(url).get_data() for url in page.media}
+    assert len({bodies["a"], bodies["b"], bodies["x"]}) == 3
+    assert len(bodies["a"]) == len(bodies["b"]) == len(bodies["x"])
+    samples = {k: np.frombuffer(v[44:], dtype="<i2").astype(int) for k, v in bodies.items()}
+    # ...yet X still is A or B to within one least significant bit of 16-bit audio
+    closest = min(("a", "b"), key=lambda s: np.abs(samples[s] - samples["x"]).max())
+    assert np.abs(samples[closest] - samples["x"]).max() <= 2
+    other = "b" if closest == "a" else "a"
+    assert np.abs(samples[other] - samples["x"]).max() > 100
+    # the same slot gives the same bytes again, and Range requests agree with them
+    x_url = next(u for u in page.media if u.endswith("/m/x"))
+    assert client.get(x_url).get_data() == bodies["x"]
+    part = client.get(x_url, headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.get_data() == bodies["x"][1000:2000]

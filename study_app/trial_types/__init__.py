@@ -110,6 +110,10 @@ class TrialType:
         (MUSHRA) writes one per rated clip."""
         return [self.export_fields(spec, answer)]
 
+    def participant_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Adjust, in place, all of one participant's export rows of this type (a per-listener
+        flag that needs every trial, e.g. MUSHRA post-screening). Default: nothing."""
+
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         """Shortest time in which the trial's audio can be heard as the block requires."""
         return 0.0
@@ -127,7 +131,8 @@ def register(cls: type[TrialType]) -> type[TrialType]:
 
 
 def get_trial_type(name: str) -> TrialType:
-    _load_all()
+    if name not in _REGISTRY:
+        _load_all()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -140,10 +145,17 @@ def all_trial_types() -> dict[str, TrialType]:
     return dict(_REGISTRY)
 
 
+_loaded = False
+
+
 def _load_all() -> None:
     # Importing every module of the package runs its @register: no list of types to keep.
+    global _loaded
+    if _loaded:
+        return
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+    _loaded = True
 
 
 # Shared parsing helpers for the types' answer validation -----------------------------------

@@ -1,0 +1,530 @@
+"""Load generator: N simulated participants play a whole study against gunicorn on 127.0.0.1.
+
+    .venv/bin/python scripts/loadgen.py --participants 500 --concurrency 16 --workers 4
+
+By default it sets everything up and tears it down again: a scratch PostgreSQL database (created
+and dropped; `--database sqlite` for SQLite in a temporary folder), the demo stimulus set and
+study, and gunicorn with `--workers` sync workers. It first measures the ceiling (a bare Flask
+endpoint, /healthz, served by the same gunicorn at the same concurrency), then the study: each
+participant joins (GET + POST with the CSRF token), and for every trial GETs the page, parses the
+form action and media URLs, fetches each medium with `Range: bytes=0-` as browsers do, and posts
+a valid answer. It reports throughput and p50/p95/p99 latency per endpoint, the trial loop's p99
+and its throughput as a share of the ceiling, and checks in the database that every
+acknowledged answer (303) is stored exactly once and nothing else is.
+
+Everything is bounded: the number of participants and requests, a per-request timeout and a
+wall-clock limit for the whole run. Traffic goes to 127.0.0.1 only.
+
+`scripts/durability.py` and `tests/test_durability.py` reuse the pieces (Server, Recorder,
+play_participant, set_up_study, verify).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from study_app.audit import FORM_ACTION, MEDIA_SRC, fill_form  # noqa: E402
+
+POSTGRES_ADMIN = os.environ.get(
+    "SIGHTSOUND_LOAD_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+CSRF = 'name="csrf_token" value="'
+
+
+# The server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """gunicorn serving create_app() on 127.0.0.1, in its own process group so that kill -9
+    takes the master and every worker at once (as a crash or an OOM kill would)."""
+
+    database_url: str
+    media_dir: Path
+    workers: int = 4
+    port: int = field(default_factory=free_port)
+    engine_options: dict[str, Any] | None = None
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    threads: int = 1
+    log: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        config: dict[str, Any] = {"MEDIA_DIR": str(self.media_dir)}
+        if self.engine_options is not None:
+            config["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options
+        env = dict(os.environ, DATABASE_URL=self.database_url, SECRET_KEY=self.secret_key)
+        command = [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--backlog",
+            "2048",
+            "--timeout",
+            "60",
+            "--log-level",
+            "warning",
+            f"study_app:create_app({config!r})",
+        ]
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gunicorn did not start in time")
+
+    def healthy(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return sock.recv(64).startswith(b"HTTP/1.")
+        except OSError:
+            return False
+
+    def kill9(self) -> None:
+        """SIGKILL to the whole process group: no graceful anything."""
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+# The database and the study --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_postgres(admin_url: str = POSTGRES_ADMIN):
+    """A PostgreSQL database of our own, dropped afterwards."""
+    import sqlalchemy
+
+    name = f"sightsound_load_{secrets.token_hex(4)}"
+    from sqlalchemy.pool import NullPool
+
+    # NullPool: a fresh connection for the drop, even if the cluster was restarted meanwhile.
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def make_app(database_url: str, media_dir: Path, engine_options=None):
+    from study_app import create_app
+
+    config = {"SQLALCHEMY_DATABASE_URI": database_url, "MEDIA_DIR": str(media_dir)}
+    config["SECRET_KEY"] = "loadgen-setup"
+    if engine_options is not None:
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
+    return create_app(config)
+
+
+def set_up_study(database_url: str, media_dir: Path, set_dir: Path, engine_options=None) -> str:
+    """Tables, the demo stimulus set and the demo study; returns the study's entry token."""
+    from study_app.demo_set import build_demo_set
+    from study_app.design import read_design_file
+    from study_app.extensions import db
+    from study_app.models import Researcher
+    from study_app.services import create_study, import_stimulus_set
+
+    if not (set_dir / "manifest.json").exists():
+        build_demo_set(set_dir)
+    app = make_app(database_url, media_dir, engine_options)
+    with app.app_context():
+        db.create_all()
+        import_stimulus_set(set_dir, media_dir)
+        owner = Researcher(email="load@example.invalid")
+        owner.set_password(secrets.token_hex(8))
+        db.session.add(owner)
+        db.session.commit()
+        design = read_design_file(REPO / "stimuli" / "demo_study.yaml")
+        token = create_study(design, owner).entry_token
+        db.engine.dispose()
+    return token
+
+
+# The simulated participants --------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """What the clients saw: latencies per endpoint, acknowledged answers, pages shown."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    acked: list[tuple[str, str]] = field(default_factory=list)  # (participant, trial) tokens
+    shown: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    finished: set[str] = field(default_factory=set)
+    retries: int = 0
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.latencies[name].append(seconds * 1000)
+
+
+class Unavailable(Exception):
+    """The server did not answer (down, restarting): the client waits and tries again."""
+
+
+async def request(session, recorder: Recorder, name: str, method: str, url: str, **kwargs):
+    import aiohttp
+
+    started = time.perf_counter()
+    try:
+        async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+            body = await response.read()
+            status = response.status
+            headers = response.headers
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+        recorder.errors[name] += 1
+        raise Unavailable(str(exc)) from exc
+    recorder.timed(name, time.perf_counter() - started)
+    if status >= 500:
+        recorder.errors[f"{name} {status}"] += 1
+        raise Unavailable(f"{status}")
+    return status, headers, body
+
+
+async def play_participant(
+    make_session,
+    base: str,
+    entry_token: str,
+    recorder: Recorder,
+    rng: np.random.Generator,
+    *,
+    deadline: float,
+    max_steps: int = 200,
+) -> None:
+    """Join and answer every trial; survive a server that dies and comes back (retrying with a
+    bounded back-off until `deadline`)."""
+    async with make_session() as session:
+        step_url = None
+        steps = 0
+        while time.monotonic() < deadline and steps < max_steps:
+            try:
+                if step_url is None:
+                    _, _, body = await request(
+                        session, recorder, "join GET", "GET", f"{base}/join/{entry_token}"
+                    )
+                    html = body.decode()
+                    csrf = html.split(CSRF, 1)[1].split('"', 1)[0]
+                    status, headers, _ = await request(
+                        session,
+                        recorder,
+                        "join POST",
+                        "POST",
+                        f"{base}/join/{entry_token}",
+                        data={"csrf_token": csrf},
+                    )
+                    if status != 302:
+                        raise Unavailable(f"join answered {status}")
+                    step_url = base + headers["Location"]
+                    continue
+                steps += 1
+                _, _, body = await request(session, recorder, "trial page", "GET", step_url)
+                html = body.decode()
+                action = FORM_ACTION.search(html)
+                token = step_url.rstrip("/").rsplit("/", 1)[1]
+                if action is None:
+                    recorder.finished.add(token)
+                    return
+                trial = action.group(1).rsplit("/", 1)[1]
+                shown = recorder.shown[token]
+                if not shown or shown[-1] != trial:
+                    shown.append(trial)
+                for src in MEDIA_SRC.findall(html):
+                    status, _, _ = await request(
+                        session, recorder, "media", "GET", base + src, headers={"Range": "bytes=0-"}
+                    )
+                    if status != 206:
+                        recorder.errors[f"media {status}"] += 1
+                data = fill_form(html, rng)
+                status, _, _ = await request(
+                    session, recorder, "answer POST", "POST", base + action.group(1), data=data
+                )
+                if status == 303:
+                    recorder.acked.append((token, trial))
+                else:
+                    recorder.errors[f"answer {status}"] += 1
+            except Unavailable:
+                recorder.retries += 1
+                await asyncio.sleep(0.2 + 0.3 * rng.random())
+
+
+async def run_participants(
+    base: str,
+    entry_token: str,
+    participants: int,
+    concurrency: int,
+    recorder: Recorder,
+    *,
+    time_limit: float,
+    seed: int = 0,
+    request_timeout: float = 10.0,
+) -> float:
+    """`participants` participants, at most `concurrency` at a time; returns the wall time."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+
+    def make_session():
+        return aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            timeout=timeout,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies for 127.0.0.1
+        )
+
+    deadline = time.monotonic() + time_limit
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(participants):
+        queue.put_nowait(index)
+
+    async def worker() -> None:
+        while not queue.empty() and time.monotonic() < deadline:
+            index = queue.get_nowait()
+            rng = np.random.default_rng(seed * 100_003 + index)
+            await play_participant(
+                make_session, base, entry_token, recorder, rng, deadline=deadline
+            )
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await connector.close()
+    return time.perf_counter() - started
+
+
+async def run_bare(base: str, requests: int, concurrency: int, recorder: Recorder) -> float:
+    """The ceiling: the same number of requests to /healthz at the same concurrency."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=True)
+    remaining = [requests]
+
+    async def worker(session) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            with contextlib.suppress(Unavailable):
+                await request(session, recorder, "healthz", "GET", f"{base}/healthz")
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+# Checking the database -------------------------------------------------------------------
+
+
+def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[str, Any]:
+    """Every acknowledged answer stored exactly once; each participant saw its trials in
+    schedule order, never one again after it was acknowledged (a lost answer) and never
+    skipping one (a wrong resume)."""
+    import sqlalchemy
+
+    from study_app.trial_types import get_trial_type
+
+    engine = sqlalchemy.create_engine(database_url, **(engine_options or {}))
+    with engine.connect() as conn:
+        stored = {
+            trial: count
+            for trial, count in conn.execute(
+                sqlalchemy.text(
+                    "SELECT t.token, count(r.id) FROM trials t JOIN responses r "
+                    "ON r.trial_id = t.id GROUP BY t.token"
+                )
+            )
+        }
+        schedule: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for participant, trial, trial_type in conn.execute(
+            sqlalchemy.text(
+                "SELECT p.token, t.token, t.trial_type FROM participants p JOIN trials t "
+                "ON t.participant_id = p.id ORDER BY p.id, t.trial_index"
+            )
+        ):
+            schedule[participant].append((trial, trial_type))
+        participants = conn.execute(sqlalchemy.text("SELECT count(*) FROM participants")).scalar()
+    engine.dispose()
+    acked = [trial for _, trial in recorder.acked]
+    acked_set = set(acked)
+    lost = sorted(acked_set - stored.keys())
+    duplicated = sorted(t for t, n in stored.items() if n != 1)
+    unacked_stored = sorted(stored.keys() - acked_set)  # legal only for answers cut off by a kill
+    wrong_order = []
+    for participant, shown in recorder.shown.items():
+        answerable = [t for t, kind in schedule[participant] if get_trial_type(kind).answerable]
+        if shown != answerable[: len(shown)]:
+            wrong_order.append(participant)
+    return {
+        "participants": participants,
+        "finished": len(recorder.finished),
+        "acknowledged_answers": len(acked),
+        "acknowledged_twice": len(acked) - len(acked_set),
+        "stored_answers": sum(stored.values()),
+        "lost": len(lost),
+        "duplicated": len(duplicated),
+        "stored_without_ack": len(unacked_stored),
+        "participants_out_of_order": len(wrong_order),
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    array = np.asarray(values)
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(array, 50)), 1),
+        "p95": round(float(np.percentile(array, 95)), 1),
+        "p99": round(float(np.percentile(array, 99)), 1),
+        "max": round(float(array.max()), 1),
+    }
+
+
+TRIAL_LOOP = ("trial page", "media", "answer POST")
+
+
+def summary(recorder: Recorder, bare: Recorder, loop_seconds: float, bare_seconds: float):
+    loop = [v for name in TRIAL_LOOP for v in recorder.latencies[name]]
+    loop_rps = len(loop) / loop_seconds
+    all_requests = sum(len(v) for v in recorder.latencies.values())
+    bare_rps = len(bare.latencies["healthz"]) / bare_seconds
+    endpoints = {name: percentiles(v) for name, v in sorted(recorder.latencies.items())}
+    return {
+        "endpoints": endpoints,
+        "trial_loop": percentiles(loop),
+        "healthz": percentiles(bare.latencies["healthz"]),
+        "study_seconds": round(loop_seconds, 2),
+        "study_requests_per_s": round(all_requests / loop_seconds, 1),
+        "trial_loop_requests_per_s": round(loop_rps, 1),
+        "healthz_requests_per_s": round(bare_rps, 1),
+        "throughput_ratio": round(loop_rps / bare_rps, 3),
+        "errors": dict(recorder.errors),
+        "retries": recorder.retries,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--participants", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16, help="participants at a time")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--time-limit", type=float, default=600, help="seconds, whole study")
+    parser.add_argument("--json", type=Path, help="write the figures here as well")
+    args = parser.parse_args(argv)
+    if not 1 <= args.participants <= 5000 or not 1 <= args.concurrency <= 256:
+        parser.error("participants must be 1..5000 and concurrency 1..256")
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sightsound-load-")))
+        if args.database == "postgresql":
+            url = stack.enter_context(scratch_postgres())
+        else:
+            url = f"sqlite:///{tmp / 'load.sqlite'}"
+        media = tmp / "media"
+        entry = set_up_study(url, media, tmp / "set")
+        server = Server(url, media, workers=args.workers, threads=args.threads)
+        server.log = tmp / "gunicorn.log"
+        server.start()
+        stack.callback(server.stop)
+        bare = Recorder()
+        asyncio.run(run_bare(server.base, 200, args.concurrency, Recorder()))  # warm-up
+        recorder = Recorder()
+        study_seconds = asyncio.run(
+            run_participants(
+                server.base,
+                entry,
+                args.participants,
+                args.concurrency,
+                recorder,
+                time_limit=args.time_limit,
+            )
+        )
+        loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
+        bare_seconds = asyncio.run(run_bare(server.base, loop_requests, args.concurrency, bare))
+        figures = summary(recorder, bare, study_seconds, bare_seconds)
+        figures["setup"] = {
+            "participants": args.participants,
+            "concurrency": args.concurrency,
+            "gunicorn_workers": args.workers,
+            "gunicorn_threads": args.threads,
+            "database": args.database,
+            "cpus": os.cpu_count(),
+        }
+        figures["integrity"] = verify(url, recorder)
+        server.stop()
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    integrity = figures["integrity"]
+    ok = (
+        integrity["lost"] == 0
+        and integrity["duplicated"] == 0
+        and integrity["stored_without_ack"] == 0
+        and integrity["participants_out_of_order"] == 0
+        and integrity["finished"] == args.participants
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
