@@ -63,6 +63,8 @@ BOOLEAN_COLUMNS = (
     "flag_failed_catch",
     "flag_too_fast",
     "excluded",
+    # optional, from later trial types (parsed only when present)
+    "mushra_post_screen_flag",
 )
 # (column, lowest, highest) for the integer rating scales.
 RATING_RANGES = (
@@ -71,6 +73,11 @@ RATING_RANGES = (
     ("arousal", 1, 9),
     ("fit", 1, 7),
     ("tempo", 1, 7),
+    # optional, from later trial types (parsed only when present): MUSHRA (BS.1534) 0-100
+    # scores and the similarity-to-reference scale
+    ("mushra_score", 0, 100),
+    ("mushra_hidden_ref_score", 0, 100),
+    ("similarity", 1, 7),
 )
 STRING_COLUMNS = (
     "study",
@@ -90,6 +97,8 @@ STRING_COLUMNS = (
     "correct_answer",
     "answer",
     "gems",
+    "stimulus_role",
+    "stimulus_slot",
 )
 
 PARTICIPANT_FLAGS = ("flag_failed_screening", "flag_failed_catch")
@@ -195,7 +204,8 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, lowest, highest)
     for column in ("assignment_index", "list_index", "block_index", "trial_index",
-                   "trial_in_block", "plays_a", "plays_b", "plays_x", "plays", "rt_ms"):
+                   "trial_in_block", "plays_a", "plays_b", "plays_x", "plays", "rt_ms",
+                   "plays_ref"):
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, 0, None)
     if "clip_duration" in frame.columns:
@@ -271,6 +281,17 @@ def abx_trials(responses: pd.DataFrame) -> pd.DataFrame:
     """ABX rows that enter the realism statistics (catch trials left out)."""
     rows = responses[(responses["trial_type"] == "abx") & ~responses["is_catch"].astype(bool)]
     return rows.assign(correct=rows["correct"].astype(int))
+
+
+def trials_of_type(responses: pd.DataFrame, trial_type: str) -> pd.DataFrame:
+    """Rows of one trial type that enter the statistics (catch trials left out).
+
+    >>> frame = pd.DataFrame({"trial_type": ["similarity", "abx"], "is_catch": [False, False]})
+    >>> len(trials_of_type(frame, "similarity"))
+    1
+    """
+    catch = responses["is_catch"].fillna(False).astype(bool)
+    return responses[(responses["trial_type"] == trial_type) & ~catch]
 
 
 def rating_trials(responses: pd.DataFrame) -> pd.DataFrame:

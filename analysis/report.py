@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis import agreement, realism
+from analysis import agreement, mos, mushra, realism
 from analysis.load import (
     ExclusionConfig,
     Export,
@@ -27,6 +27,7 @@ from analysis.load import (
     apply_exclusions,
     rating_trials,
     read_export,
+    trials_of_type,
 )
 
 
@@ -82,6 +83,29 @@ def analyse(export: Export, config: ReportConfig | None = None,
         tables["unit_means"] = means.reset_index()
     if objective is not None and len(objective):
         tables["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
+    tables.update(new_trial_type_tables(excluded.kept))
+    return tables
+
+
+def new_trial_type_tables(responses: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Tables for the later trial types (MUSHRA, similarity, fit rating), only when their rows
+    exist: an export without them gets no new table."""
+    tables: dict[str, pd.DataFrame] = {}
+    mushra_rows = mushra.mushra_trials(responses)
+    if len(mushra_rows) and "stimulus_role" in mushra_rows:
+        tables["mushra_post_screening"] = mushra.post_screening(mushra_rows)
+        tables["mushra"] = mushra.mushra_scores(mushra_rows, post_screen=True)
+        tables["mushra_no_post_screening"] = mushra.mushra_scores(mushra_rows, post_screen=False)
+        tables["mushra_mixed_model"] = mushra.mushra_mixed_model(mushra_rows)
+    for trial_type, column in (("similarity", "similarity"), ("fit_rating", "fit")):
+        if column not in responses:
+            continue
+        rows = trials_of_type(responses, trial_type)
+        rows = rows[rows[column].notna()]
+        if len(rows):
+            tables[trial_type] = mos.mos_per_condition(rows, rating=column)
+            if "clip" in rows:
+                tables[f"{trial_type}_clips"] = mos.mos_per_clip(rows, rating=column)
     return tables
 
 
@@ -220,6 +244,16 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
                      "arrayminus": fit["mean_fit"] - fit["ci_low"]}))
         figure.update_layout(title="Fit to the video (1-7, 95% CI)", yaxis_range=[1, 7])
         figures.append(("Fit to video", figure))
+    if "mushra" in tables:
+        table = tables["mushra"]
+        labels = table["condition"].astype(str)
+        figure = go.Figure(go.Bar(
+            x=labels, y=table["mean"],
+            error_y={"type": "data", "symmetric": False, "array": table["ci_high"] - table["mean"],
+                     "arrayminus": table["mean"] - table["ci_low"]}))
+        figure.update_layout(title="MUSHRA score per condition (95% t CI, after post-screening)",
+                             yaxis_range=[0, 100], yaxis_title="score")
+        figures.append(("MUSHRA", figure))
     return figures
 
 
@@ -234,6 +268,15 @@ TABLE_TITLES = {
     "gems_kappa": "GEMS words: Cohen's kappa with the reference per word",
     "fit": "Fit to video",
     "objective_vs_listeners": "Objective metrics vs listeners (Spearman per clip)",
+    "mushra_post_screening": "MUSHRA post-screening (BS.1534-3: hidden reference < 90 in "
+                             "more than 15% of screens)",
+    "mushra": "MUSHRA scores (0-100, 95% t CI), after post-screening",
+    "mushra_no_post_screening": "MUSHRA scores, no post-screening",
+    "mushra_mixed_model": "MUSHRA: linear mixed model, contrasts against the hidden reference",
+    "similarity": "Similarity to the reference (1-7): MOS per condition",
+    "similarity_clips": "Similarity to the reference: MOS per clip",
+    "fit_rating": "Audio-video fit (1-7): MOS per condition",
+    "fit_rating_clips": "Audio-video fit: MOS per clip",
 }
 
 

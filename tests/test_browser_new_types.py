@@ -1,0 +1,179 @@
+"""A participant takes one block of each issue-7 trial type (MUSHRA, similarity, audio-video fit)
+in headless Chromium at 375 px, partly by keyboard; the export is compared with what was done.
+SQLite only: the database adds nothing here that the flow tests do not already cover on both."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
+    browser_page,
+    no_horizontal_scroll,
+    play_to_end,
+    trial_type,
+)
+from werkzeug.serving import make_server
+
+from study_app.export import responses_csv
+from study_app.extensions import db
+from study_app.models import Study
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+DESIGN = Path(__file__).parent / "data" / "new_types_study.yaml"
+
+# Sample (video time - audio time) on every animation frame while the clip plays.
+SAMPLE_DRIFT = """
+() => {
+  const video = document.getElementById('video');
+  const audio = document.getElementById('audio-clip');
+  window.__drift = [];
+  function sample() {
+    if (!audio.paused && !audio.ended && audio.currentTime > 0.1) {
+      window.__drift.push(video.currentTime - audio.currentTime);
+    }
+    if (!audio.ended) requestAnimationFrame(sample);
+  }
+  requestAnimationFrame(sample);
+}
+"""
+
+
+@pytest.fixture
+def database(tmp_path):
+    yield f"sqlite:///{tmp_path / 'test.sqlite'}", {"connect_args": {"timeout": 30}}
+
+
+@pytest.fixture
+def live_server(app, demo_set_dir):
+    from study_app.design import read_design_file
+    from study_app.models import Researcher
+    from study_app.services import create_study, import_stimulus_set
+
+    with app.app_context():
+        import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
+        owner = Researcher(email="owner@example.org")
+        owner.set_password("owner-password")
+        db.session.add(owner)
+        db.session.commit()
+        create_study(read_design_file(DESIGN), owner)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _mushra_screen(page, screen: int) -> dict:
+    page.wait_for_selector('#mushra[data-loaded="true"]', timeout=30_000)
+    slots = page.eval_on_selector_all("input.mushra-slider", "els => els.map(e => e.dataset.slot)")
+    assert len(slots) == 5
+    # the open reference, then every sample: switching keeps the shared playhead running
+    page.click("#mushra-ref")
+    page.wait_for_timeout(400)
+    before = page.evaluate("document.getElementById('mushra').mushraState()")
+    assert before["slot"] == "ref" and before["position"] > 0.1
+    for slot in slots:
+        page.click(f'button.mushra-play[data-slot="{slot}"]')
+        page.wait_for_timeout(150)
+    after = page.evaluate("document.getElementById('mushra').mushraState()")
+    assert after["slot"] == slots[-1]
+    # all sources share one clock: the playhead advanced continuously (modulo the loop)
+    assert after["position"] != before["position"]
+    # loop a region and listen long enough for the whole-clip minimum
+    page.fill("#loop-start", "0.5")
+    page.fill("#loop-end", "1.5")
+    page.dispatch_event("#loop-end", "change")
+    page.wait_for_timeout(300)
+    position = page.evaluate("document.getElementById('mushra').mushraState().position")
+    assert 0.5 <= position <= 1.5
+    page.wait_for_timeout(2600)
+    assert page.evaluate("document.getElementById('mushra').dataset.playing") == slots[-1]
+    scores = {}
+    for i, slot in enumerate(slots):
+        selector = f'input.mushra-slider[data-slot="{slot}"]'
+        page.focus(selector)
+        if screen == 0:
+            # by keyboard: Home = 0, then Right-arrow steps of one
+            page.keyboard.press("End")
+            for _ in range(i * 3):
+                page.keyboard.press("ArrowLeft")
+            scores[slot] = str(100 - i * 3)
+        else:
+            page.keyboard.press("Home")
+            for _ in range(10 + i):
+                page.keyboard.press("ArrowRight")
+            scores[slot] = str(10 + i)
+    assert page.input_value('input[name="moved"]') == "all"
+    page.click("#mushra-stop")
+    return {"scores": scores, "plays": {s: "1" for s in slots}}
+
+
+def test_new_types_in_chromium(app, live_server, browser_page):  # noqa: F811 - the fixture
+    page = browser_page
+    with app.app_context():
+        entry = db.session.scalar(select(Study.entry_token))
+    page.goto(f"{live_server}/join/{entry}")
+    with page.expect_navigation():
+        page.click("#start")
+    clicked: list[tuple[str, dict]] = []
+    drifts: list[float] = []
+    for _ in range(20):
+        page.wait_for_load_state()
+        kind = trial_type(page)
+        if kind is None:
+            break
+        assert no_horizontal_scroll(page), f"{kind} page scrolls sideways at 375 px"
+        record: dict = {}
+        if kind == "consent":
+            page.check('input[name="consent"]')
+        elif kind == "mushra":
+            record = _mushra_screen(page, sum(c[0] == "mushra" for c in clicked))
+        elif kind == "similarity":
+            assert page.is_disabled("#submit")
+            play_to_end(page, "ref")
+            play_to_end(page, "clip")
+            record["similarity"] = str(2 + len(clicked))
+            page.focus(f'input[name="similarity"][value="{record["similarity"]}"]')
+            page.keyboard.press("Space")
+        elif kind == "fit_rating":
+            assert page.is_disabled("#submit")
+            page.evaluate(SAMPLE_DRIFT)
+            play_to_end(page, "clip")
+            samples = page.evaluate("window.__drift")
+            assert len(samples) > 20
+            drifts.extend(samples)
+            record["fit"] = str(1 + len(clicked))
+            page.check(f'input[name="fit"][value="{record["fit"]}"]')
+        with page.expect_navigation():
+            page.click("#submit")
+        clicked.append((kind, record))
+    else:
+        raise AssertionError("study did not end")
+    page.wait_for_selector("#completion-code")
+    assert max(abs(d) for d in drifts) < 1 / 25, max(abs(d) for d in drifts)
+
+    with app.app_context():
+        study = db.session.scalar(select(Study))
+        rows = list(csv.DictReader(io.StringIO(responses_csv(study))))
+    mushra_records = [r for k, r in clicked if k == "mushra"]
+    assert len(mushra_records) == 2
+    for screen, record in enumerate(mushra_records):
+        screen_rows = [
+            r for r in rows if r["trial_type"] == "mushra" and r["trial_in_block"] == str(screen)
+        ]
+        assert {r["stimulus_slot"]: r["mushra_score"] for r in screen_rows} == record["scores"]
+        assert {r["stimulus_slot"]: r["plays"] for r in screen_rows} == record["plays"]
+        assert all(r["flag_too_fast"] == "0" for r in screen_rows)
+    # screen 1 gave the hidden reference a score in 10..14: 1 of 2 screens below 90 -> flagged
+    assert {r["mushra_post_screen_flag"] for r in rows if r["trial_type"] == "mushra"} == {"1"}
+    similarity = [r["similarity"] for r in rows if r["trial_type"] == "similarity"]
+    assert similarity == [r["similarity"] for k, r in clicked if k == "similarity"]
+    fit = [r for r in rows if r["trial_type"] == "fit_rating"]
+    assert [r["fit"] for r in fit] == [r["fit"] for k, r in clicked if k == "fit_rating"]
+    assert all(r["plays"] == "1" and r["flag_too_fast"] == "0" for r in fit)
