@@ -210,3 +210,11 @@ def test_catch_failures_are_detected_per_type():
     check = {"is_catch": True, "instruction": {"scale": "arousal", "value": 7}}
     assert emotion.catch_failed(check, {"arousal": 3, "valence": 7})
     assert not emotion.catch_failed(check, {"arousal": 7})
+
+
+def test_counterbalance_docstring_example():
+    import doctest
+
+    import study_app.counterbalance
+
+    assert doctest.testmod(study_app.counterbalance).failed == 0

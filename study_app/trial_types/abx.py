@@ -7,12 +7,12 @@ rotate through the four arrangements of (reference in A or B) x (X is A or B).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import REFERENCE, Catalog
+from ..counterbalance import latin_square_cells
 from . import (
     AnswerError,
     MediaRef,
@@ -31,27 +31,6 @@ def arrangement(rotation: int) -> tuple[str, str]:
     reference_slot = "A" if rotation % 4 < 2 else "B"
     x_slot = "A" if rotation % 2 == 0 else "B"
     return reference_slot, x_slot
-
-
-def abx_cells(
-    n_segments: int, n_conditions: int, trials: int, assignment_index: int
-) -> list[tuple[int, int, int]]:
-    """(segment position, condition position, arrangement rotation) for one participant.
-
-    Round r of list L gives segment i the condition (i + L + r) mod k. When a participant gets
-    fewer trials than segments, the window of segments starts at a different place for each
-    successive participant of the same list, so the segments are used evenly.
-    """
-    list_index = assignment_index % n_conditions
-    turn = assignment_index // n_conditions  # how many earlier participants had this list
-    rounds = math.ceil(trials / n_segments)
-    start = (turn * trials) % n_segments
-    cells = []
-    for r in range(rounds):
-        for offset in range(n_segments):
-            i = (start + offset) % n_segments
-            cells.append((i, (i + list_index + r) % n_conditions, turn + i + r))
-    return cells[:trials]
 
 
 @register
@@ -118,12 +97,11 @@ class ABX(TrialType):
         segments = catalog.segments_with([REFERENCE, *conditions])
         trials = block["trials_per_participant"] or len(segments)
         specs = []
-        for seg_pos, cond_pos, rotation in abx_cells(
-            len(segments), len(conditions), trials, assignment_index
-        ):
-            segment = segments[seg_pos]
-            condition = conditions[cond_pos]
-            reference_slot, x_slot = arrangement(rotation)
+        for cell in latin_square_cells(len(segments), len(conditions), trials, assignment_index):
+            segment = segments[cell.segment]
+            condition = conditions[cell.condition]
+            # participants who get this cell rotate through the four A/B x X arrangements
+            reference_slot, x_slot = arrangement(cell.turn + cell.segment + cell.round)
             reference_clip = segment.clips[REFERENCE]
             generated_clip = segment.clips[condition]
             clip_a, clip_b = (

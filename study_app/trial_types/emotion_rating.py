@@ -7,12 +7,12 @@ of the music to the video (1-7, only when the video is shown) and perceived temp
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import Catalog
+from ..counterbalance import latin_square_cells
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
 
 GEMS9 = (
@@ -89,33 +89,27 @@ class EmotionRating(TrialType):
     ) -> list[dict[str, Any]]:
         conditions = list(block["conditions"])
         segments = catalog.segments_with(conditions)
-        k, n = len(conditions), len(segments)
-        trials = block["trials_per_participant"] or n
-        list_index = assignment_index % k
-        start = ((assignment_index // k) * trials) % n
+        trials = block["trials_per_participant"] or len(segments)
         specs = []
-        for r in range(math.ceil(trials / n)):
-            for offset in range(n):
-                i = (start + offset) % n
-                segment = segments[i]
-                condition = conditions[(i + list_index + r) % k]
-                specs.append(
-                    {
-                        "segment": segment.id,
-                        "source": segment.source,
-                        "condition": condition,
-                        "conditions": [condition],
-                        "list_index": list_index,
-                        "clip": segment.clips[condition],
-                        "duration": segment.duration,
-                        "show_video": bool(block["show_video"]),
-                        "is_catch": False,
-                    }
-                )
-        specs = specs[:trials]
+        for cell in latin_square_cells(len(segments), len(conditions), trials, assignment_index):
+            segment = segments[cell.segment]
+            condition = conditions[cell.condition]
+            specs.append(
+                {
+                    "segment": segment.id,
+                    "source": segment.source,
+                    "condition": condition,
+                    "conditions": [condition],
+                    "list_index": assignment_index % len(conditions),
+                    "clip": segment.clips[condition],
+                    "duration": segment.duration,
+                    "show_video": bool(block["show_video"]),
+                    "is_catch": False,
+                }
+            )
         instructable = [s for s in ("valence", "arousal") if s in block["scales"]]
         for _ in range(block["attention_checks"]):
-            check = dict(rng.choice(specs[: min(len(specs), n)]))
+            check = dict(rng.choice(specs))
             check["is_catch"] = True
             check["instruction"] = {"scale": rng.choice(instructable), "value": rng.randint(1, 9)}
             specs.append(check)

@@ -4,45 +4,39 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import REFERENCE, Catalog
+from ..counterbalance import latin_square_cells
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
 
 
 def latin_square_specs(
     block: Mapping[str, Any], catalog: Catalog, assignment_index: int, required: list[str]
 ) -> list[dict[str, Any]]:
-    """One (segment, condition) per trial: list `n % k` gives segment i condition (i + list) % k;
-    later rounds take the next lists; successive participants of a list start further on."""
+    """One (segment, condition) per trial, by the shared Latin-square lists."""
     conditions = list(block["conditions"])
     segments = catalog.segments_with([*required, *conditions])
-    k, n = len(conditions), len(segments)
-    trials = block["trials_per_participant"] or n
-    list_index = assignment_index % k
-    start = ((assignment_index // k) * trials) % n
+    trials = block["trials_per_participant"] or len(segments)
     specs = []
-    for r in range(math.ceil(trials / n)):
-        for offset in range(n):
-            i = (start + offset) % n
-            segment = segments[i]
-            condition = conditions[(i + list_index + r) % k]
-            specs.append(
-                {
-                    "segment": segment.id,
-                    "source": segment.source,
-                    "condition": condition,
-                    "list_index": list_index,
-                    "clip": segment.clips[condition],
-                    "reference_clip": segment.clips.get(REFERENCE),
-                    "duration": segment.duration,
-                    "is_catch": False,
-                }
-            )
-    return specs[:trials]
+    for cell in latin_square_cells(len(segments), len(conditions), trials, assignment_index):
+        segment = segments[cell.segment]
+        condition = conditions[cell.condition]
+        specs.append(
+            {
+                "segment": segment.id,
+                "source": segment.source,
+                "condition": condition,
+                "list_index": assignment_index % len(conditions),
+                "clip": segment.clips[condition],
+                "reference_clip": segment.clips.get(REFERENCE),
+                "duration": segment.duration,
+                "is_catch": False,
+            }
+        )
+    return specs
 
 
 def validate_single(block: Mapping[str, Any], catalog: Catalog, required: list[str]) -> list[str]:
