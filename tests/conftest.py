@@ -101,18 +101,34 @@ def demo_set_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def demo_study(app, demo_set_dir):
-    """The demo stimulus set imported and the demo study created; returns the study's slug."""
+def make_study(app, demo_set_dir):
+    """`make_study(design_file)`: import the demo set (once) and create the design's study,
+    owned by owner@example.org (password owner-password); returns (slug, entry token)."""
+    from sqlalchemy import select
+
     from study_app.design import read_design_file
     from study_app.extensions import db
     from study_app.models import Researcher
     from study_app.services import create_study, import_stimulus_set
 
-    with app.app_context():
-        import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
-        owner = Researcher(email="owner@example.org")
-        owner.set_password("owner-password")
-        db.session.add(owner)
-        db.session.commit()
-        study = create_study(read_design_file(DEMO_DESIGN), owner)
-        return study.slug
+    def make(design_file: Path = DEMO_DESIGN) -> tuple[str, str]:
+        with app.app_context():
+            import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
+            owner = db.session.scalar(
+                select(Researcher).where(Researcher.email == "owner@example.org")
+            )
+            if owner is None:
+                owner = Researcher(email="owner@example.org")
+                owner.set_password("owner-password")
+                db.session.add(owner)
+                db.session.commit()
+            study = create_study(read_design_file(design_file), owner)
+            return study.slug, study.entry_token
+
+    return make
+
+
+@pytest.fixture
+def demo_study(make_study):
+    """The demo stimulus set imported and the demo study created; returns the study's slug."""
+    return make_study()[0]

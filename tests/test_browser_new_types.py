@@ -50,18 +50,8 @@ def database(tmp_path):
 
 
 @pytest.fixture
-def live_server(app, demo_set_dir):
-    from study_app.design import read_design_file
-    from study_app.models import Researcher
-    from study_app.services import create_study, import_stimulus_set
-
-    with app.app_context():
-        import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
-        owner = Researcher(email="owner@example.org")
-        owner.set_password("owner-password")
-        db.session.add(owner)
-        db.session.commit()
-        create_study(read_design_file(DESIGN), owner)
+def live_server(app, make_study):
+    make_study(DESIGN)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

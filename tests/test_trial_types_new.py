@@ -172,19 +172,8 @@ def test_similarity_and_fit_are_latin_squares():
 
 
 @pytest.fixture
-def new_types_study(app, demo_set_dir):
-    from study_app.design import read_design_file
-    from study_app.models import Researcher
-    from study_app.services import create_study, import_stimulus_set
-
-    with app.app_context():
-        import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
-        owner = Researcher(email="owner@example.org")
-        owner.set_password("owner-password")
-        db.session.add(owner)
-        db.session.commit()
-        study = create_study(read_design_file(DESIGN), owner)
-        return study.slug, study.entry_token
+def new_types_study(make_study):
+    return make_study(DESIGN)
 
 
 def _answers(page, clicked: list):
