@@ -200,32 +200,17 @@ def test_injection_is_escaped_on_the_researcher_pages(app, demo_study):
 
 
 @pytest.fixture
-def csrf_app(database, tmp_path):
-    from study_app import create_app
+def csrf_app(app):
+    """The test app with CSRF protection on, as in production, and one researcher."""
+    from study_app.models import Researcher
 
-    url, options = database
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SQLALCHEMY_ENGINE_OPTIONS": options,
-            "MEDIA_DIR": str(tmp_path / "media"),
-            "WTF_CSRF_ENABLED": True,
-            "SECRET_KEY": "csrf-test-secret",
-        }
-    )
+    app.config["WTF_CSRF_ENABLED"] = True
     with app.app_context():
-        db.create_all()
-        from study_app.models import Researcher
-
         owner = Researcher(email="owner@example.org")
         owner.set_password("owner-password")
         db.session.add(owner)
         db.session.commit()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    return app
 
 
 def test_csrf_less_posts_are_refused(csrf_app):
