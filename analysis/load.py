@@ -65,6 +65,9 @@ BOOLEAN_COLUMNS = (
     "excluded",
     # optional, from later trial types (parsed only when present)
     "mushra_post_screen_flag",
+    # p808_qualification rows
+    "qualification_passed",
+    "hearing_reported_normal",
 )
 # (column, lowest, highest) for the integer rating scales.
 RATING_RANGES = (
@@ -78,6 +81,10 @@ RATING_RANGES = (
     ("mushra_score", 0, 100),
     ("mushra_hidden_ref_score", 0, 100),
     ("similarity", 1, 7),
+    # fit_preference (1 = slightly, 2 = clearly, 3 = strongly) and P.808 ACR (1 = bad ...
+    # 5 = excellent)
+    ("preference_strength", 1, 3),
+    ("acr_rating", 1, 5),
 )
 STRING_COLUMNS = (
     "study",
@@ -99,13 +106,22 @@ STRING_COLUMNS = (
     "gems",
     "stimulus_role",
     "stimulus_slot",
+    # optional, from later trial types
+    "condition_a",
+    "condition_b",
+    "preferred_condition",
+    "acr_item",
+    "listening_device",
 )
+# Item kinds of `acr` rows (ITU-T P.808): an ordinary rated clip, a gold-standard question with a
+# known answer, and a trapping question that tells the listener which answer to give.
+ACR_ITEMS = ("rating", "gold", "trap")
 
 PARTICIPANT_FLAGS = ("flag_failed_screening", "flag_failed_catch")
 ROW_FLAGS = ("flag_too_fast",)
 FLAG_REASONS = {
-    "flag_failed_screening": "failed headphone screening",
-    "flag_failed_catch": "failed a catch / attention item",
+    "flag_failed_screening": "failed headphone screening or P.808 qualification",
+    "flag_failed_catch": "failed a catch / attention item (incl. P.808 gold or trap)",
     "flag_too_fast": "answered before the clips could be heard in full",
 }
 
@@ -203,9 +219,20 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
     for column, lowest, highest in RATING_RANGES:
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, lowest, highest)
-    for column in ("assignment_index", "list_index", "block_index", "trial_index",
-                   "trial_in_block", "plays_a", "plays_b", "plays_x", "plays", "rt_ms",
-                   "plays_ref"):
+    for column in (
+        "assignment_index",
+        "list_index",
+        "block_index",
+        "trial_index",
+        "trial_in_block",
+        "plays_a",
+        "plays_b",
+        "plays_x",
+        "plays",
+        "rt_ms",
+        "plays_ref",
+        "tone_count_errors",
+    ):
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, 0, None)
     if "clip_duration" in frame.columns:
@@ -220,6 +247,15 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.loc[abx, "correct"].isna().any():
         rows = _row_numbers(abx & frame["correct"].isna())
         problems.append(f"responses.csv: abx rows without 'correct' (rows {rows})")
+    _check_fit_preference(frame, problems)
+    if "acr_item" in frame.columns:
+        items = frame["acr_item"]
+        unknown = items.notna() & ~items.isin(ACR_ITEMS)
+        if unknown.any():
+            problems.append(
+                f"responses.csv: 'acr_item' must be one of {', '.join(ACR_ITEMS)} "
+                f"(rows {_row_numbers(unknown)}: {items[unknown].iloc[0]!r})"
+            )
     words = frame["gems"].dropna().str.split(";").explode()
     unknown = sorted(set(words) - set(GEMS_WORDS) - {""})
     if unknown:
@@ -232,9 +268,7 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def apply_exclusions(
-    responses: pd.DataFrame, config: ExclusionConfig | None = None
-) -> Exclusions:
+def apply_exclusions(responses: pd.DataFrame, config: ExclusionConfig | None = None) -> Exclusions:
     """Drop excluded participants and rows; return what is kept and a table of reasons.
 
     The table has one row per active rule: its level (participant or row), how many participants
@@ -265,14 +299,24 @@ def apply_exclusions(
             level = "row"
             people = responses.loc[flagged, "participant"].nunique()
         records.append(
-            {"rule": flag, "reason": FLAG_REASONS[flag], "level": level,
-             "participants": int(people), "rows": int(flagged.sum())}
+            {
+                "rule": flag,
+                "reason": FLAG_REASONS[flag],
+                "level": level,
+                "participants": int(people),
+                "rows": int(flagged.sum()),
+            }
         )
         drop |= flagged
     whole_people = set(responses["participant"]) - set(responses.loc[~drop, "participant"])
     records.append(
-        {"rule": "any", "reason": "total", "level": "",
-         "participants": len(whole_people), "rows": int(drop.sum())}
+        {
+            "rule": "any",
+            "reason": "total",
+            "level": "",
+            "participants": len(whole_people),
+            "rows": int(drop.sum()),
+        }
     )
     return Exclusions(kept=responses.loc[~drop], table=pd.DataFrame.from_records(records))
 
@@ -298,6 +342,32 @@ def rating_trials(responses: pd.DataFrame) -> pd.DataFrame:
     """Emotion-rating rows that enter the agreement statistics (catch trials left out)."""
     keep = (responses["trial_type"] == "emotion_rating") & ~responses["is_catch"].astype(bool)
     return responses[keep]
+
+
+def _check_fit_preference(frame: pd.DataFrame, problems: list[str]) -> None:
+    """``fit_preference`` rows: the answer is A or B, and when the export names the preferred
+    condition it is the condition in the answered slot (the analysis counts from ``answer``)."""
+    rows = frame["trial_type"] == "fit_preference"
+    if not rows.any() or "answer" not in frame.columns:
+        return
+    answer = frame["answer"]
+    bad = rows & answer.notna() & ~answer.isin(["A", "B"])
+    if bad.any():
+        problems.append(
+            f"responses.csv: fit_preference 'answer' must be A or B "
+            f"(rows {_row_numbers(bad)}: {answer[bad].iloc[0]!r})"
+        )
+    columns = {"condition_a", "condition_b", "preferred_condition"}
+    if not columns <= set(frame.columns):
+        return
+    chosen = frame["condition_a"].where(answer == "A", frame["condition_b"].where(answer == "B"))
+    named = frame["preferred_condition"]
+    mismatch = rows & chosen.notna() & named.notna() & (chosen != named)
+    if mismatch.any():
+        problems.append(
+            "responses.csv: fit_preference 'preferred_condition' is not the condition of the "
+            f"answered slot (rows {_row_numbers(mismatch)})"
+        )
 
 
 def _row_numbers(mask: pd.Series, limit: int = 5) -> str:

@@ -8,6 +8,11 @@ No 2AFC trial type exists in the study app yet, so the API works on plain tables
   column ``n``). :func:`choices_to_pairs` builds it from trial rows that hold the two conditions
   shown (``condition_a``, ``condition_b``) and the answer (``answer`` = ``A`` or ``B``).
 
+The export's ``fit_preference`` rows (which of two clips fits the muted performance video better,
+plus a strength of preference 1-3) have exactly those columns: :func:`preference_choices` turns
+them into one row per choice (winner, loser, strength), :func:`pair_preferences` tests each pair
+(exact binomial test) and :func:`bradley_terry` scales all conditions at once.
+
 Reference: Bradley, R. A. & Terry, M. E. (1952) Biometrika 39, 324-345; the MM algorithm of
 Hunter, D. R. (2004) MM algorithms for generalized Bradley-Terry models, Annals of Statistics 32,
 384-406; standard errors from the Fisher information (Agresti 2002, Categorical Data Analysis,
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 
 @dataclass
@@ -88,6 +94,157 @@ def choices_to_pairs(
     b = trials.loc[valid, option_b].astype(str).to_numpy()
     first = (choice[valid] == "A").to_numpy()
     return pd.DataFrame({"winner": np.where(first, a, b), "loser": np.where(first, b, a)})
+
+
+def preference_choices(
+    trials: pd.DataFrame,
+    option_a: str = "condition_a",
+    option_b: str = "condition_b",
+    answer: str = "answer",
+    strength: str = "preference_strength",
+    conditions: str = "conditions",
+) -> pd.DataFrame:
+    """One row per 2AFC choice: ``winner``, ``loser`` (the Bradley-Terry input, as from
+    :func:`choices_to_pairs`), the two options in presentation order, ``strength`` and
+    ``participant`` when the rows have them.
+
+    Made for the export's ``fit_preference`` rows: ``condition_a``/``condition_b`` name the
+    conditions in slots A and B and ``answer`` is ``A`` or ``B``. Where ``condition_a`` or
+    ``condition_b`` is missing (column or value) they are read from ``conditions`` (``"a|b"``, in
+    presentation order). Rows without a valid answer or without two conditions are dropped.
+
+    >>> rows = pd.DataFrame({"participant": ["P1", "P2", "P3"],
+    ...                      "conditions": ["x|y", "y|x", "x|y"], "answer": ["A", "A", "b"],
+    ...                      "preference_strength": [3, 1, 2]})
+    >>> preference_choices(rows)[["participant", "winner", "loser", "strength"]].to_dict(
+    ...     "records")
+    [{'participant': 'P1', 'winner': 'x', 'loser': 'y', 'strength': 3.0}, \
+{'participant': 'P2', 'winner': 'y', 'loser': 'x', 'strength': 1.0}, \
+{'participant': 'P3', 'winner': 'y', 'loser': 'x', 'strength': 2.0}]
+    """
+    columns = ["participant", "option_a", "option_b", "winner", "loser", "strength"]
+    if answer not in trials.columns or not len(trials):
+        return pd.DataFrame(columns=columns)
+    split = (
+        trials[conditions].astype("string").str.split("|", n=1, expand=True)
+        if conditions in trials.columns
+        else pd.DataFrame(index=trials.index)
+    )
+
+    def slot(column: str, position: int) -> pd.Series:
+        named = (
+            trials[column].astype("string")
+            if column in trials.columns
+            else pd.Series(pd.NA, index=trials.index, dtype="string")
+        )
+        if position in split.columns:
+            named = named.fillna(split[position].astype("string").str.strip())
+        return named.replace("", pd.NA)
+
+    table = pd.DataFrame(
+        {
+            "participant": trials["participant"].astype("string")
+            if "participant" in trials.columns
+            else pd.NA,
+            "option_a": slot(option_a, 0),
+            "option_b": slot(option_b, 1),
+            "answer": trials[answer].astype("string").str.strip().str.upper(),
+            "strength": pd.to_numeric(trials[strength], errors="coerce").astype(float)
+            if strength in trials.columns
+            else np.nan,
+        },
+        index=trials.index,
+    )
+    valid = table["answer"].isin(["A", "B"]).fillna(False)
+    valid &= table["option_a"].notna() & table["option_b"].notna()
+    table = table[valid.astype(bool)]
+    pairs = choices_to_pairs(table, "option_a", "option_b", "answer")
+    table = table.assign(winner=pairs["winner"].to_numpy(), loser=pairs["loser"].to_numpy())
+    return table[columns].reset_index(drop=True)
+
+
+def pair_preferences(
+    choices: pd.DataFrame,
+    winner: str = "winner",
+    loser: str = "loser",
+    strength: str = "strength",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Per pair of conditions: how often the first-named one was preferred, with an exact test.
+
+    ``choices`` has one row per choice (``winner``, ``loser``, optionally ``strength``), e.g.
+    from :func:`preference_choices`. Each unordered pair is named ``first`` / ``second`` in
+    alphabetical order. Columns: ``n`` choices, ``first_wins``, ``share_first`` with its exact
+    Clopper-Pearson interval (``ci_low``, ``ci_high``), ``pval`` of the exact two-sided binomial
+    test of "no preference" (share 0.5; ``scipy.stats.binomtest``), ``pval_holm`` (Holm across
+    the pairs), and the mean strength of preference over all choices (``mean_strength``) and
+    over those won by each side (``mean_strength_first``, ``mean_strength_second``).
+
+    Worked example: x is preferred to y in 8 of 10 choices. Two-sided exact p =
+    P(K >= 8) + P(K <= 2) = 2 (45 + 10 + 1) / 1024 = 0.109375:
+
+    >>> choices = pd.DataFrame({"winner": ["x"] * 8 + ["y"] * 2, "loser": ["y"] * 8 + ["x"] * 2,
+    ...                         "strength": [2] * 8 + [1] * 2})
+    >>> row = pair_preferences(choices).iloc[0]
+    >>> row["first"], row["second"], int(row["n"]), float(row["share_first"]), float(row["pval"])
+    ('x', 'y', 10, 0.8, 0.109375)
+    >>> float(row["mean_strength"]), float(row["mean_strength_first"])
+    (1.8, 2.0)
+
+    Reference: Clopper & Pearson (1934) Biometrika 26, 404-413; Holm (1979) Scand J Statist 6,
+    65-70; David, H. A. (1988) The Method of Paired Comparisons, 2nd ed., ch. 1.
+    """
+    columns = [
+        "first",
+        "second",
+        "n",
+        "first_wins",
+        "share_first",
+        "ci_low",
+        "ci_high",
+        "pval",
+        "pval_holm",
+        "mean_strength",
+        "mean_strength_first",
+        "mean_strength_second",
+    ]
+    if not len(choices):
+        return pd.DataFrame(columns=columns)
+    won = choices[winner].astype(str).to_numpy()
+    lost = choices[loser].astype(str).to_numpy()
+    level = (
+        pd.to_numeric(choices[strength], errors="coerce").astype(float).to_numpy()
+        if strength in choices.columns
+        else np.full(len(choices), np.nan)
+    )
+    first = np.minimum(won, lost)
+    second = np.maximum(won, lost)
+    records = []
+    for a, b in sorted({(x, y) for x, y in zip(first, second, strict=True) if x != y}):
+        rows = (first == a) & (second == b)
+        first_won = rows & (won == a)
+        n, k = int(rows.sum()), int(first_won.sum())
+        test = stats.binomtest(k, n, 0.5)
+        interval = test.proportion_ci(confidence_level=confidence, method="exact")
+        records.append(
+            {
+                "first": a,
+                "second": b,
+                "n": n,
+                "first_wins": k,
+                "share_first": k / n,
+                "ci_low": float(interval.low),
+                "ci_high": float(interval.high),
+                "pval": float(test.pvalue),
+                "mean_strength": _nanmean(level[rows]),
+                "mean_strength_first": _nanmean(level[first_won]),
+                "mean_strength_second": _nanmean(level[rows & ~first_won]),
+            }
+        )
+    table = pd.DataFrame.from_records(records)
+    if len(table):
+        table["pval_holm"] = multipletests(table["pval"].to_numpy(), method="holm")[1]
+    return table.reindex(columns=columns)
 
 
 def bradley_terry(
@@ -191,15 +348,39 @@ def bradley_terry(
     )
 
 
-def preference_table(fit: BradleyTerryResult) -> pd.DataFrame:
-    """The fit as one flat table for the report: items by strength, plus the LR test columns."""
+def preference_table(fit: BradleyTerryResult, confidence: float = 0.95) -> pd.DataFrame:
+    """The fit as one flat table for the report: items by strength, plus the LR test columns.
+
+    Adds Wald intervals ``estimate -+ z se`` for the centred log-worth (``ci_low``,
+    ``ci_high``) and for the log-worth relative to the reference (``ci_low_ref``,
+    ``ci_high_ref``; the reference itself is 0 with SE 0).
+
+    >>> fit = bradley_terry(pd.DataFrame([[0, 3], [1, 0]], index=["a", "b"], columns=["a", "b"]))
+    >>> table = preference_table(fit).round(4)
+    >>> table[["item", "log_worth", "se", "ci_low", "ci_high"]].to_dict("records")[0]
+    {'item': 'a', 'log_worth': 0.5493, 'se': 0.5774, 'ci_low': -0.5823, 'ci_high': 1.6809}
+
+    (log(3) / 2 = 0.5493; SE = 1.1547 / 2; z(0.975) = 1.96.)
+    """
     table = fit.table.sort_values("log_worth", ascending=False).reset_index()
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    table = table.assign(
+        ci_low=table["log_worth"] - z * table["se"],
+        ci_high=table["log_worth"] + z * table["se"],
+        ci_low_ref=table["log_worth_ref"] - z * table["se_ref"],
+        ci_high_ref=table["log_worth_ref"] + z * table["se_ref"],
+    )
     return table.assign(
         reference=fit.reference,
         lr_g2=fit.lr_test["g2"],
         lr_df=fit.lr_test["df"],
         lr_pval=fit.lr_test["pval"],
     )
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def _as_matrix(wins: pd.DataFrame | np.ndarray, labels: list[str] | None) -> pd.DataFrame:

@@ -89,12 +89,12 @@ def create_study_cmd(design_file: Path, owner: str) -> None:
 @click.argument("slug")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 def export(slug: str, out_dir: Path) -> None:
-    """Write responses.csv and study.json of study SLUG into --out."""
+    """Write responses.csv, study.json (and any summary tables) of study SLUG into --out."""
     study = db.session.scalar(select(Study).where(Study.slug == slug))
     if study is None:
         raise click.ClickException(f"no study {slug!r}")
-    csv_path, json_path = write_export(study, out_dir)
-    click.echo(f"wrote {csv_path} and {json_path}")
+    for path in write_export(study, out_dir):
+        click.echo(f"wrote {path}")
 
 
 @click.command("demo-setup")

@@ -332,7 +332,13 @@ def _write_video(path: Path, notes: list[_Note], frames: int, design: _Design) -
         # One thread and fixed settings, so the same input gives the same bytes.
         stream.codec_context.thread_count = 1
         if codec == "libx264":
-            stream.codec_context.options = {"preset": "veryfast", "crf": "23"}
+            stream.codec_context.options = {
+                "preset": "veryfast",
+                "crf": "23",
+                # x264 with a rate-control lookahead gives different bytes from run to run
+                # (seen with PyAV 18's bundled x264), even on one thread: turn the lookahead off.
+                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:rc-lookahead=0",
+            }
         for j in range(frames):
             t = j / VIDEO_FPS
             note = next((n for n in reversed(notes) if n.onset <= t + 1e-9), notes[0])

@@ -130,13 +130,41 @@ def counted_participants(study: Study) -> list[Participant]:
     ).all()
 
 
-def responses_csv(study: Study) -> str:
+def responses_csv(study: Study, rows: list[dict[str, Any]] | None = None) -> str:
+    rows = list(response_rows(study)) if rows is None else rows
+    return _csv_text(export_columns(), rows)
+
+
+def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=export_columns(), extrasaction="raise")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise")
     writer.writeheader()
-    for row in response_rows(study):
+    for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+def summary_tables(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The trial types' own summary tables (e.g. ACR MOS per clip) as {file name: CSV text}."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_type.setdefault(row["trial_type"], []).append(row)
+    files = {}
+    for name, type_rows in sorted(by_type.items()):
+        for stem, table in get_trial_type(name).study_tables(type_rows).items():
+            if table:
+                files[f"{stem}.csv"] = _csv_text(list(table[0]), table)
+    return files
+
+
+def export_files(study: Study) -> dict[str, str]:
+    """Every file of an export: responses.csv, study.json and any summary tables."""
+    rows = list(response_rows(study))
+    return {
+        "responses.csv": responses_csv(study, rows),
+        "study.json": json.dumps(study_json(study), indent=2) + "\n",
+        **summary_tables(rows),
+    }
 
 
 def study_json(study: Study) -> dict[str, Any]:
@@ -159,10 +187,12 @@ def study_json(study: Study) -> dict[str, Any]:
     }
 
 
-def write_export(study: Study, out_dir: Path) -> tuple[Path, Path]:
+def write_export(study: Study, out_dir: Path) -> list[Path]:
+    """Write every export file into `out_dir`; returns their paths (responses.csv first)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "responses.csv"
-    json_path = out_dir / "study.json"
-    csv_path.write_text(responses_csv(study), encoding="utf-8", newline="")
-    json_path.write_text(json.dumps(study_json(study), indent=2) + "\n", encoding="utf-8")
-    return csv_path, json_path
+    paths = []
+    for name, text in export_files(study).items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8", newline="")
+        paths.append(path)
+    return paths

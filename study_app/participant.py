@@ -29,6 +29,7 @@ from .audio import dithered_rendition
 from .design import with_defaults
 from .extensions import db
 from .models import Clip, Participant, Segment, Study, Trial, utcnow
+from .quality import block_screening_failed
 from .services import (
     MEDIA_MTIME,
     AnswerError,
@@ -234,15 +235,15 @@ def answer(token: str, trial_token: str):
 
 
 def _apply_screening(participant: Participant, trial: Trial) -> None:
-    """End the session politely after a failed headphone check when the design says so."""
+    """End the session politely after a failed screening block (headphone check, P.808
+    qualification) when the design says so, once the block is done."""
     block = with_defaults(participant.study.design["blocks"][trial.block_index])
-    if trial.trial_type != "headphone_check" or not block.get("exclude_on_fail"):
+    if not block.get("exclude_on_fail"):
         return
     block_trials = [t for t in participant.trials if t.block_index == trial.block_index]
     if any(t.response is None for t in block_trials):
         return
-    correct = sum(t.response.answer["answer"] == t.spec["correct_answer"] for t in block_trials)
-    if correct < block["pass_threshold"]:
+    if block_screening_failed(block, block_trials):
         participant.screened_out = True
         db.session.commit()
 
@@ -258,8 +259,10 @@ def media(token: str, trial_token: str, slot: str):
     if ref is None:
         abort(404)
     path, mimetype = _media_file(participant, trial, ref)
-    if ref.kind == "clip":
-        # Each trial slot gets its own dithered copy: no two downloads are byte-identical.
+    if mimetype == "audio/wav":
+        # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
+        # a trial type renders (anchors, gold and trapping clips, tones) goes the same way, so
+        # its responses look exactly like those of a rated clip.
         data = _rendition(str(path), f"{trial.token}/{slot}")
         response = Response(data, mimetype=mimetype)
         response.last_modified = MEDIA_MTIME

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .design import with_defaults
 from .models import Trial, as_utc
 from .trial_types import get_trial_type
 
@@ -25,7 +26,10 @@ class ParticipantQuality:
 def assess(blocks: list[dict[str, Any]], trials: list[Trial]) -> ParticipantQuality:
     answered = [t for t in trials if t.response is not None]
     return ParticipantQuality(
-        failed_screening=failed_screening(blocks, answered),
+        failed_screening=any(
+            block_screening_failed(block, [t for t in trials if t.block_index == index])
+            for index, block in enumerate(blocks)
+        ),
         failed_catch=any(
             get_trial_type(t.trial_type).catch_failed(t.spec, t.response.answer) for t in answered
         ),
@@ -33,18 +37,14 @@ def assess(blocks: list[dict[str, Any]], trials: list[Trial]) -> ParticipantQual
     )
 
 
-def failed_screening(blocks: list[dict[str, Any]], answered: list[Trial]) -> bool:
-    """A headphone check that can no longer be passed: more wrong answers than it allows.
+def block_screening_failed(block: dict[str, Any], block_trials: list[Trial]) -> bool:
+    """A screening block (headphone check, P.808 qualification) that can no longer be passed.
     (Flagged as soon as that is certain, not only when the block is complete.)"""
-    for index, block in enumerate(blocks):
-        if block["type"] != "headphone_check":
-            continue
-        trials = [t for t in answered if t.block_index == index]
-        correct = sum(t.response.answer["answer"] == t.spec["correct_answer"] for t in trials)
-        wrong = len(trials) - correct
-        if wrong > block["trials"] - block["pass_threshold"]:
-            return True
-    return False
+    answered = [(t.spec, t.response.answer) for t in block_trials if t.response is not None]
+    if not answered:
+        return False
+    trial_type = get_trial_type(block["type"])
+    return trial_type.screening_failed(with_defaults(block), answered, len(block_trials))
 
 
 def elapsed_ms(trial: Trial) -> int | None:

@@ -6,6 +6,7 @@ like a missing one (an admin sees all)."""
 from __future__ import annotations
 
 import io
+import itertools
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ from wtforms.validators import DataRequired, Length
 
 from .dashboard import participant_row, study_summary
 from .design import DesignError, design_problems, normalize_design
-from .export import responses_csv, study_json
+from .export import export_files, responses_csv
 from .extensions import db
 from .models import Participant, Researcher, StimulusSet, Study
 from .services import (
@@ -132,13 +133,11 @@ def studies():
 @bp.get("/studies/<slug>/export.zip")
 @login_required
 def export_zip(slug: str):
-    import json
-
     study = _own_study(slug)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("responses.csv", responses_csv(study))
-        archive.writestr("study.json", json.dumps(study_json(study), indent=2) + "\n")
+        for name, text in export_files(study).items():
+            archive.writestr(name, text)
     buffer.seek(0)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return send_file(
@@ -230,6 +229,10 @@ def _option_fields(name: str, conditions: list[str]) -> list[dict]:
     fields = []
     for key, default in (COMMON_BLOCK_OPTIONS | trial_type.options).items():
         if key in ("id", "type"):
+            continue
+        if key == "pairs":  # pairs of conditions to compare (fit_preference); none: every pair
+            pairs = [list(p) for p in itertools.combinations(conditions, 2)]
+            fields.append({"key": key, "kind": "pairs", "default": default, "choices": pairs})
             continue
         if isinstance(default, bool):
             kind = "bool"

@@ -54,7 +54,7 @@ def build_schedule(
         trial_type = get_trial_type(block["type"])
         rng = block_rng(assignment.seed, block_index)
         specs = trial_type.schedule(block, catalog, assignment.index, rng)
-        if block.get("randomize", True):
+        if block.get("randomize", True) and not trial_type.orders_own_trials:
             rng.shuffle(specs)
         schedule.extend(TrialSpec(block["id"], block_index, trial_type.name, s) for s in specs)
     return schedule

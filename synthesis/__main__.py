@@ -1,4 +1,4 @@
-"""Command line: `python -m synthesis generate ...` and `python -m synthesis train-adapter ...`."""
+"""Command line: `python -m synthesis generate|train-adapter|train-gan|compare ...`."""
 
 from __future__ import annotations
 
@@ -51,11 +51,68 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--device", default=None)
+
+    train_gan = commands.add_parser(
+        "train-gan", help="train the gan condition's generator, MusicGen's codec frozen"
+    )
+    train_gan.add_argument(
+        "--videos",
+        "--pairs",
+        dest="videos",
+        type=pathlib.Path,
+        required=True,
+        help="folder of (video, reference audio) pairs, as for train-adapter",
+    )
+    train_gan.add_argument(
+        "--out",
+        type=pathlib.Path,
+        required=True,
+        help="checkpoint folder (gan-state.pt, gan-generator.safetensors, loss_log.jsonl); "
+        "an existing one is resumed",
+    )
+    train_gan.add_argument("--config", required=True)
+    train_gan.add_argument(
+        "--steps", type=int, default=None, help="train up to this step (default: gan.steps)"
+    )
+    train_gan.add_argument("--device", default=None)
+
+    compare = commands.add_parser(
+        "compare", help="objective metrics of conditions of a stimulus set against its references"
+    )
+    compare.add_argument("--set", dest="set_folder", type=pathlib.Path, required=True)
+    compare.add_argument(
+        "--conditions", nargs="+", default=["vit_adapter", "gan"], help="conditions to compare"
+    )
+    compare.add_argument(
+        "--out",
+        type=pathlib.Path,
+        required=True,
+        help="folder for comparison.csv, comparison_clips.csv and comparison.json",
+    )
     return parser
+
+
+def _compare(arguments: argparse.Namespace) -> int:
+    from synthesis.compare import ComparisonError, compare_conditions
+
+    try:
+        table = compare_conditions(arguments.set_folder, arguments.conditions, arguments.out)
+    except ComparisonError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    for row in table["summary"]:
+        figures = ", ".join(
+            f"{key} {value:.3f}" for key, value in row.items() if isinstance(value, float)
+        )
+        print(f"{row['condition']} ({row['clips']} clips): {figures}")
+    print(f"tables in {arguments.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if arguments.command == "compare":  # reads a finished set: no config, no models
+        return _compare(arguments)
     try:
         config = load_config(arguments.config)
     except ConfigError as error:
@@ -72,6 +129,19 @@ def main(argv: list[str] | None = None) -> int:
             summary = pipeline.generate_set(arguments.videos, arguments.out, config, device)
             print(summary.text())
             return 0 if not summary.manifest_problems else 1
+        if arguments.command == "train-gan":
+            records = pipeline.train_gan_on_videos(
+                arguments.videos, arguments.out, config, device, arguments.steps
+            )
+            if not records:
+                print(f"no steps to train: {arguments.out} is already at the requested step")
+                return 0
+            print(
+                f"GAN trained to step {records[-1]['step']}: reconstruction loss "
+                f"{records[0]['reconstruction']:.4f} -> {records[-1]['reconstruction']:.4f}; "
+                f"point gan.checkpoint at {arguments.out / 'gan-generator.safetensors'}"
+            )
+            return 0
         losses = pipeline.train_adapter_on_videos(
             arguments.videos, arguments.out, config, device, arguments.epochs
         )

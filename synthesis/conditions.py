@@ -1,19 +1,23 @@
 """Conditions: named strategies that say what one segment's clip is made from.
 
-A condition returns a `ClipPlan`: either finished audio (`reference`) or MusicGen conditioning to
-generate from. To add one, write a class with a `name` and a `plan` method and decorate it with
-`@register`; list its name in a config's `conditions`.
+A condition returns a `ClipPlan`: either finished audio (`reference`, and `gan`, which makes its
+own through MusicGen's frozen codec) or MusicGen conditioning to generate from. To add one, write
+a class with a `name` and a `plan` method and decorate it with `@register`; list its name in a
+config's `conditions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from synthesis.models import Conditioning, LoadedMusicgen, null_conditioning, text_conditioning
+
+if TYPE_CHECKING:
+    from synthesis.gan import GanSynthesizer
 
 
 @dataclass
@@ -56,6 +60,8 @@ class RunContext:
     labeller: Any  # encoders.ClipLabeller or None
     vocabularies: dict[str, list[str]]
     segments: list[SegmentInput]
+    gan: GanSynthesizer | None = None  # the gan condition's generator + frozen codec
+    gan_missing: str = ""  # why there is no generator, when there is none
 
 
 class Condition(Protocol):
@@ -187,4 +193,30 @@ class TextBridge:
                 "adapter": None,
                 "labels": labels,
             },
+        )
+
+
+@register
+class Gan:
+    """The GAN baseline: visual embeddings + noise -> EnCodec latents -> the frozen codec decoder.
+
+    Makes its audio here rather than through MusicGen's language model; the pipeline finishes it
+    with the same chain as every other clip. The noise seed is the clip's seed (as for MusicGen's
+    clips), so a clip does not depend on the order of the run.
+    """
+
+    name = "gan"
+    generates = True
+
+    def plan(self, segment: SegmentInput, context: RunContext) -> ClipPlan:
+        if context.gan is None:
+            raise ConditionSkipped(
+                context.gan_missing or "no GAN generator loaded (gan.checkpoint)"
+            )
+        seed = context.gan.seed_for(f"{segment.id}.{self.name}")
+        audio = context.gan.synthesize(segment.embeddings, segment.duration, seed)
+        return ClipPlan(
+            audio=audio,
+            audio_rate=context.gan.sampling_rate,
+            provenance={**context.gan.provenance, "seed": seed},
         )

@@ -16,6 +16,7 @@ SHIPPED_CONFIGS = pathlib.Path(__file__).parent / "configs"
 
 ENCODER_FAMILIES = ("vit", "videomae", "clip")
 MUSICGEN_FAMILIES = ("musicgen", "melody")
+GAN_ADVERSARIAL_LOSSES = ("hinge", "least_squares")
 
 
 class ConfigError(ValueError):
@@ -84,6 +85,37 @@ class TrainConfig:
 
 
 @dataclass
+class GanConfig:
+    """The `gan` condition: its generator's sizes, its discriminators, losses and training.
+
+    The generator maps visual embeddings plus noise to EnCodec's continuous latents, decoded by
+    MusicGen's frozen codec decoder (see synthesis/gan.py and docs/synthesis.md).
+    """
+
+    checkpoint: str | None = None  # gan-generator.safetensors written by `train-gan`
+    allow_untrained: bool = False  # tiny smoke tests only: a randomly initialised generator
+    noise_size: int = 32  # noise channels per latent frame
+    hidden_size: int = 256  # generator width
+    residual_layers: int = 8  # dilated residual blocks (dilations 1, 2, 4, 8, 1, 2, ...)
+    discriminator_channels: int = 32
+    mel_fft_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])  # one D each
+    mel_bands: int = 80
+    latent_discriminator: bool = True  # also a discriminator on (latents, visual sequence)
+    adversarial_loss: str = "hinge"  # hinge or least_squares
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 2.0
+    reconstruction_weight: float = 10.0  # L1 on the standardised latents
+    steps: int = 20000
+    batch_size: int = 16
+    generator_learning_rate: float = 2e-4
+    discriminator_learning_rate: float = 2e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    warmup_steps: int = 0  # steps with the reconstruction loss only, before the discriminators
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+
+@dataclass
 class SynthesisConfig:
     name: str
     fit_for_studies: bool
@@ -96,6 +128,7 @@ class SynthesisConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     labels: dict[str, list[str]] = field(default_factory=dict)  # text_bridge vocabularies
     description: str = ""
 
@@ -116,6 +149,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         "generation": GenerationConfig,
         "adapter": AdapterConfig,
         "train": TrainConfig,
+        "gan": GanConfig,
         "encoder": ModelSpec,
         "musicgen": ModelSpec,
         "clip": ModelSpec,
@@ -140,7 +174,30 @@ def config_from_dict(data: dict[str, Any]) -> SynthesisConfig:
         raise ConfigError(f"musicgen.family must be one of {MUSICGEN_FAMILIES}")
     if config.generation.decoder not in ("fast", "transformers", "audiocraft"):
         raise ConfigError("generation.decoder must be fast, transformers or audiocraft")
+    _check_gan(config.gan)
     return config
+
+
+def _check_gan(gan: GanConfig) -> None:
+    if gan.adversarial_loss not in GAN_ADVERSARIAL_LOSSES:
+        raise ConfigError(f"gan.adversarial_loss must be one of {GAN_ADVERSARIAL_LOSSES}")
+    if not gan.mel_fft_sizes or any(int(size) < 16 for size in gan.mel_fft_sizes):
+        raise ConfigError("gan.mel_fft_sizes must list FFT sizes of at least 16")
+    if len(gan.adam_betas) != 2 or not all(0 <= beta < 1 for beta in gan.adam_betas):
+        raise ConfigError("gan.adam_betas must be two numbers in [0, 1)")
+    positive = (
+        "noise_size",
+        "hidden_size",
+        "residual_layers",
+        "discriminator_channels",
+        "mel_bands",
+        "steps",
+        "batch_size",
+        "checkpoint_every",
+    )
+    for name in positive:
+        if int(getattr(gan, name)) < 1:
+            raise ConfigError(f"gan.{name} must be at least 1")
 
 
 def load_config(name_or_path: str | pathlib.Path) -> SynthesisConfig:

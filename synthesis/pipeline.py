@@ -45,6 +45,17 @@ from synthesis.encoders import (
     load_visual_encoder,
 )
 from synthesis.features import intensity_scale, motion_energy, segment_features
+from synthesis.gan import (
+    GanSynthesizer,
+    check_generator_fits,
+    codec_weights_sha256,
+    freeze,
+    gan_shape,
+    load_generator,
+    prepare_examples,
+    train_gan,
+    untrained_generator,
+)
 from synthesis.manifest import code_version, read_manifest, schema_problems, write_manifest
 from synthesis.models import (
     Conditioning,
@@ -52,6 +63,7 @@ from synthesis.models import (
     decode_audio_batch,
     encode_audio_codes,
     load_musicgen,
+    state_dict_sha256,
 )
 from synthesis.video import (
     VideoError,
@@ -281,6 +293,73 @@ def _load_adapter_for_run(
     return None, None, "no adapter checkpoint configured (adapter.checkpoint)"
 
 
+def _load_gan_for_run(
+    config: SynthesisConfig,
+    encoder: VisualEncoder,
+    musicgen: LoadedMusicgen,
+    version: str,
+) -> tuple[GanSynthesizer | None, str]:
+    """(the gan condition's generator with the frozen codec, why absent).
+
+    A configured checkpoint that is missing or was made for another encoder or codec stops the
+    run with a GanCheckpointError (a ConfigError) naming what is wrong.
+    """
+    expected = gan_shape(encoder.embedding_size, musicgen, config.gan)
+    codec_sha = codec_weights_sha256(musicgen)
+    freeze(musicgen.model)
+    provenance: dict[str, Any] = {
+        "model": musicgen.name,
+        "model_family": musicgen.family,
+        "weights_sha256": musicgen.weights_sha256,
+        "codec": f"EnCodec of {musicgen.name} (frozen decoder, continuous latents)",
+        "codec_weights_sha256": codec_sha,
+        "encoder": encoder.name,
+        "encoder_weights_sha256": encoder.weights_sha256,
+        "guidance": None,
+        "prompt": None,
+        "adapter": None,
+        "code_version": version,
+        "decoder": "frozen EnCodec decoder on generated continuous latents (synthesis.gan)",
+    }
+    if config.gan.checkpoint:
+        path = pathlib.Path(config.gan.checkpoint)
+        generator, sidecar = load_generator(path)
+        check_generator_fits(generator.shape, expected, sidecar, codec_sha, str(path))
+        checkpoint_sha = file_sha256(path)
+        label = f"{path.name} sha256:{checkpoint_sha}"
+        provenance["gan"] = {
+            "checkpoint": path.name,
+            "checkpoint_sha256": checkpoint_sha,
+            "steps": sidecar.get("steps"),
+            "seed": sidecar.get("seed"),
+            "training_set": {
+                "videos": sidecar.get("videos"),
+                "segments": len(sidecar.get("training_segments", [])),
+                "segments_sha256": sidecar.get("training_set_sha256"),
+            },
+        }
+    elif config.gan.allow_untrained:
+        generator = untrained_generator(expected, config.generation.seed)
+        label = f"untrained random init (seed {config.generation.seed}), smoke test only"
+        provenance["gan"] = {
+            "checkpoint": None,
+            "checkpoint_sha256": None,
+            "steps": 0,
+            "seed": config.generation.seed,
+            "training_set": None,
+            "untrained": label,
+        }
+    else:
+        return None, "no GAN checkpoint configured (gan.checkpoint)"
+    provenance["gan"]["generator_weights_sha256"] = state_dict_sha256(generator)
+    generator = generator.to(musicgen.device)
+
+    def seed_for(clip_id: str) -> int:
+        return clip_seed(config.generation.seed, clip_id)
+
+    return GanSynthesizer(generator, musicgen, label, provenance, seed_for), ""
+
+
 def _pad_and_stack(
     parts: list[torch.Tensor], masks: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,6 +464,9 @@ def generate_set(
         if "text_bridge" in config.conditions
         else None
     )
+    gan, gan_missing = None, ""
+    if "gan" in config.conditions:
+        gan, gan_missing = _load_gan_for_run(config, encoder, musicgen, version)
     context = RunContext(
         musicgen,
         encoder.name,
@@ -394,6 +476,8 @@ def generate_set(
         labeller,
         config.labels,
         all_segments,
+        gan=gan,
+        gan_missing=gan_missing,
     )
 
     previous = read_manifest(out) or {}
@@ -502,14 +586,21 @@ def generate_set(
                 summary.clips_failed.append((clip_id, adapter_missing))
                 progress.update()
                 continue
+            planning_started = time.perf_counter()
             try:
                 plan = condition.plan(segment, context)
             except ConditionSkipped as error:
                 summary.clips_failed.append((clip_id, str(error)))
                 progress.update()
                 continue
-            if not condition.generates:
-                finish_and_write(clip_id, segment, name, plan.audio, plan.audio_rate, None)
+            if plan.audio is not None:
+                # Finished audio (the reference; gan, which makes its own through the codec):
+                # the same finishing chain as MusicGen's clips below.
+                provenance = (plan.provenance or None) if condition.generates else None
+                if condition.generates:
+                    summary.audio_seconds_generated += segment.duration
+                    summary.generation_seconds += time.perf_counter() - planning_started
+                finish_and_write(clip_id, segment, name, plan.audio, plan.audio_rate, provenance)
                 progress.update()
                 continue
             pending.append(
@@ -605,15 +696,18 @@ def generate_set(
 # --------------------------------------------------------------------------------------------
 
 
-def train_adapter_on_videos(
+def load_training_pairs(
     videos: pathlib.Path,
     out: pathlib.Path,
     config: SynthesisConfig,
     device: str = "cpu",
-    epochs: int | None = None,
     log: Log = print,
-) -> list[float]:
-    """Trains the vit_adapter on (video, reference audio) segments; checkpoints go to `out`."""
+) -> tuple[LoadedMusicgen, VisualEncoder, list[IngestedSource]]:
+    """MusicGen, the visual encoder and the (video, reference audio) segments of `videos`.
+
+    Segments are cut as `generate` cuts them; embeddings are cached in `out/.cache/embeddings`.
+    Nothing is written into a stimulus set. Shared by `train-adapter` and `train-gan`.
+    """
     torch_device = torch.device(device)
     musicgen = load_musicgen(config.musicgen, torch_device)
     encoder = load_visual_encoder(config.encoder, torch_device)
@@ -628,6 +722,19 @@ def train_adapter_on_videos(
         summary,
         log,
     )
+    return musicgen, encoder, ingested
+
+
+def train_adapter_on_videos(
+    videos: pathlib.Path,
+    out: pathlib.Path,
+    config: SynthesisConfig,
+    device: str = "cpu",
+    epochs: int | None = None,
+    log: Log = print,
+) -> list[float]:
+    """Trains the vit_adapter on (video, reference audio) segments; checkpoints go to `out`."""
+    musicgen, encoder, ingested = load_training_pairs(videos, out, config, device, log)
     examples = []
     for segment in (segment for source in ingested for segment in source.segments):
         waveform = torch.from_numpy(segment.reference_audio)[None]
@@ -674,4 +781,55 @@ def train_adapter_on_videos(
     )
 
 
-__all__ = ["Conditioning", "RunSummary", "generate_set", "train_adapter_on_videos"]
+def train_gan_on_videos(
+    videos: pathlib.Path,
+    out: pathlib.Path,
+    config: SynthesisConfig,
+    device: str = "cpu",
+    steps: int | None = None,
+    log: Log = print,
+) -> list[dict[str, Any]]:
+    """Trains the gan condition's generator on (video, reference audio) segments.
+
+    The same pairs as `train-adapter` (see `load_training_pairs`). Resumes from
+    `out/gan-state.pt` when present. Returns the loss log (one record per step).
+    """
+    musicgen, encoder, ingested = load_training_pairs(videos, out, config, device, log)
+    freeze(musicgen.model)
+    freeze(encoder.model)  # embeddings are precomputed; no gradient could reach it anyway
+    segments = [segment for source in ingested for segment in source.segments]
+    if not segments:
+        raise ConfigError(f"no usable (video, reference audio) segments in {videos}")
+    video_hashes = {
+        source.entry["id"]: source.entry["metadata"]["original_video_sha256"] for source in ingested
+    }
+    content_keys = {
+        segment.id: f"{video_hashes[segment.source_id]}@{segment.start:g}+{segment.duration:g}"
+        for segment in segments
+    }
+    examples = prepare_examples(musicgen, segments, content_keys)
+    log(f"training the GAN on {len(examples)} segments from {len(ingested)} videos")
+    metadata = {
+        "musicgen": musicgen.name,
+        "musicgen_weights_sha256": musicgen.weights_sha256,
+        "encoder": encoder.name,
+        "encoder_weights_sha256": encoder.weights_sha256,
+        "config": config.name,
+        "code_version": code_version(),
+        "videos": str(videos),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    return train_gan(
+        musicgen, examples, out, config.gan, encoder.embedding_size, metadata, steps=steps
+    )
+
+
+__all__ = [
+    "Conditioning",
+    "RunSummary",
+    "generate_set",
+    "load_training_pairs",
+    "train_adapter_on_videos",
+    "train_gan_on_videos",
+]

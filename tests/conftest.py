@@ -100,10 +100,21 @@ def demo_set_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def long_demo_set_dir(tmp_path_factory) -> Path:
+    """The demo set with 5 s clips: long enough for P.808 trapping clips."""
+    from study_app.demo_set import build_demo_set
+
+    folder = tmp_path_factory.mktemp("long_demo_set")
+    build_demo_set(folder, duration=5.0)
+    return folder
+
+
 @pytest.fixture
 def make_study(app, demo_set_dir):
-    """`make_study(design_file)`: import the demo set (once) and create the design's study,
-    owned by owner@example.org (password owner-password); returns (slug, entry token)."""
+    """`make_study(design_file, set_dir=demo set)`: import the stimulus set (once) and create
+    the design's study, owned by owner@example.org (password owner-password); returns
+    (slug, entry token)."""
     from sqlalchemy import select
 
     from study_app.design import read_design_file
@@ -111,9 +122,9 @@ def make_study(app, demo_set_dir):
     from study_app.models import Researcher
     from study_app.services import create_study, import_stimulus_set
 
-    def make(design_file: Path = DEMO_DESIGN) -> tuple[str, str]:
+    def make(design_file: Path = DEMO_DESIGN, set_dir: Path = demo_set_dir) -> tuple[str, str]:
         with app.app_context():
-            import_stimulus_set(demo_set_dir, Path(app.config["MEDIA_DIR"]))
+            import_stimulus_set(set_dir, Path(app.config["MEDIA_DIR"]))
             owner = db.session.scalar(
                 select(Researcher).where(Researcher.email == "owner@example.org")
             )

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 FORM_ACTION = re.compile(
-    r'<form method="post" id="trial-form" class="trial trial-([a-z_]+)"\s+action="([^"]+)"'
+    r'<form method="post" id="trial-form" class="trial trial-([a-z0-9_]+)"\s+action="([^"]+)"'
 )
 MEDIA_SRC = re.compile(r'<(?:audio|video)[^>]*\ssrc="([^"]+)"')
 

@@ -11,6 +11,7 @@ import re
 import struct
 from pathlib import Path
 
+import pytest
 from flow import read_page, start
 from sqlalchemy import select
 
@@ -43,8 +44,58 @@ def secrets_of(app, demo_set_dir: Path) -> set[str]:
     return names
 
 
-def test_nothing_participant_facing_names_a_condition(app, client, demo_study, demo_set_dir):
-    forbidden = secrets_of(app, demo_set_dir)
+DATA = Path(__file__).parent / "data"
+DEMO_DESIGN = Path(__file__).parents[1] / "stimuli" / "demo_study.yaml"
+# Every trial type, on the stimulus set it needs (P.808 trapping clips need 5 s clips).
+STUDIES = {
+    "demo": (DEMO_DESIGN, "demo_set_dir"),
+    "mushra-similarity-fit": (DATA / "new_types_study.yaml", "demo_set_dir"),
+    "p808-2afc": (DATA / "p808_2afc_study.yaml", "long_demo_set_dir"),
+}
+# Names of items that are not conditions of the set but must stay hidden all the same.
+HIDDEN_ITEMS = {
+    "p808_gold_high",
+    "p808_gold_low",
+    "p808_trap",
+    "anchor_lp35",
+    "anchor_lp70",
+    "hidden_reference",
+    "p808_tones",
+}
+
+
+def _answer(app, page) -> dict:
+    """A valid answer to any trial type (the spec is looked up where the answer depends on it)."""
+    with app.app_context():
+        spec = db.session.scalar(
+            select(Trial).where(Trial.token == page.action.rsplit("/", 1)[1])
+        ).spec
+    kind = page.trial_type
+    if kind == "mushra":
+        slots = re.findall(r'name="score_(s\d+)"', page.html)
+        return {f"score_{s}": "50" for s in slots} | {"moved": "all"}
+    if kind == "p808_qualification":
+        counts = {f"count_t{i}": str(n) for i, n in enumerate(spec["tone_counts"], 1)}
+        return {"hearing": "normal", "device": "headphones", "environment": "quiet"} | counts
+    if kind == "acr":
+        return {} if spec["item"] == "rest" else {"rating": str(spec.get("correct_answer", 3))}
+    return {
+        "consent": {"consent": "yes"},
+        "headphone_check": {"answer": "2"},
+        "abx": {"answer": "B", "confidence": "2"},
+        "emotion_rating": {"valence": "3", "arousal": "7", "fit": "2", "tempo": "5"},
+        "similarity": {"similarity": "4"},
+        "fit_rating": {"fit": "4"},
+        "fit_preference": {"answer": "A", "strength": "2"},
+    }[kind]
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_nothing_participant_facing_names_a_condition(request, app, client, make_study, study):
+    design, set_fixture = STUDIES[study]
+    set_dir = request.getfixturevalue(set_fixture)
+    _, token = make_study(design, set_dir)
+    forbidden = secrets_of(app, set_dir) | HIDDEN_ITEMS
     seen: list[tuple[str, dict, bytes]] = []  # (url, headers, body)
 
     def fetch(method, url, **kwargs):
@@ -52,8 +103,6 @@ def test_nothing_participant_facing_names_a_condition(app, client, demo_study, d
         seen.append((url, dict(response.headers), response.get_data()))
         return response
 
-    with app.app_context():
-        token = db.session.scalar(select(Study.entry_token))
     fetch("get", f"/join/{token}")
     step = fetch("post", f"/join/{token}").headers["Location"]
     audio_headers_by_trial = []
@@ -69,13 +118,8 @@ def test_nothing_participant_facing_names_a_condition(app, client, demo_study, d
             if response.mimetype == "audio/wav":
                 assert wav_chunks(response.get_data()) == ["fmt ", "data"]
         audio_headers_by_trial.append((page.trial_type, headers_of_trial))
-        data = {
-            "consent": {"consent": "yes"},
-            "headphone_check": {"answer": "2"},
-            "abx": {"answer": "B", "confidence": "2"},
-            "emotion_rating": {"valence": "3", "arousal": "7", "fit": "2", "tempo": "5"},
-        }[page.trial_type]
-        fetch("post", page.action, data=data)
+        response = fetch("post", page.action, data=_answer(app, page))
+        assert response.status_code == 303, page.trial_type
     else:
         raise AssertionError("study did not end")
 
@@ -100,17 +144,20 @@ def test_nothing_participant_facing_names_a_condition(app, client, demo_study, d
                 ), f"{secret!r} leaked in {url}"
 
     for trial_type, headers_by_slot in audio_headers_by_trial:
-        if trial_type != "abx":
-            continue
-        # A, B and X look the same on the wire: same length, no validators that differ.
         for slot_headers in headers_by_slot.values():
             assert "ETag" not in slot_headers
             assert "Content-Disposition" not in slot_headers
+        # Every audio slot of a trial looks the same on the wire (same length, no validators
+        # that differ): ABX's A, B and X; MUSHRA's reference, hidden reference, anchors and
+        # conditions; the 2AFC's A and B.
+        if trial_type == "headphone_check":
+            continue  # screening tones and the calibration noise: no condition to hide
         comparable = {
-            slot: {k: v for k, v in h.items() if k not in ("Date",)}
-            for slot, h in headers_by_slot.items()
+            frozenset((k, v) for k, v in h.items() if k != "Date")
+            for h in headers_by_slot.values()
+            if h.get("Content-Type") == "audio/wav"
         }
-        assert comparable["a"] == comparable["b"] == comparable["x"]
+        assert len(comparable) <= 1, trial_type
 
 
 def test_audio_supports_range_requests(app, client, demo_study):

@@ -85,6 +85,28 @@
       });
       return el("fieldset", { class: "choice-field" }, [el("legend", { text: name })].concat(boxes));
     }
+    if (field.kind === "pairs") {
+      // Pairs of conditions to compare; none ticked means every pair of the block's conditions.
+      const same = function (p, q) { return (p[0] === q[0] && p[1] === q[1]) || (p[0] === q[1] && p[1] === q[0]); };
+      const chosen = (value || []).slice();
+      const boxes = field.choices.map(function (pair) {
+        const input = el("input", { type: "checkbox", value: pair.join("|"), disabled: disabled,
+          "data-key": field.key,
+          onchange: function () {
+            const rest = chosen.filter(function (p) { return !same(p, pair); });
+            chosen.length = 0;
+            rest.forEach(function (p) { chosen.push(p); });
+            if (input.checked) chosen.push(pair.slice());
+            block[field.key] = chosen.length ? chosen.slice() : null;
+            changed();
+          } });
+        input.checked = chosen.some(function (p) { return same(p, pair); });
+        return el("label", { class: "check inline-check" },
+          [input, el("span", { text: pair[0] + " vs " + pair[1] })]);
+      });
+      return el("fieldset", { class: "choice-field" },
+        [el("legend", { text: name + " (none ticked: every pair)" })].concat(boxes));
+    }
     const multiline = field.kind === "markdown" || field.key === "instructions";
     const input = el(multiline ? "textarea" : "input", { id: id, disabled: disabled,
       "data-key": field.key, rows: multiline ? "5" : null,

@@ -22,6 +22,13 @@
   let active = null;
   let startedAt = 0;
   let offsetAt = 0;
+  // require_full_listen: each sample (and the Reference) must be audible for at least its whole
+  // duration, in one go or in pieces, before the screen can be submitted.
+  const requireFull = root.dataset.requireFullListen === "true";
+  const submit = document.getElementById("submit");
+  const hint = document.getElementById("lock-hint");
+  const heard = {};
+  let audibleSince = null;
 
   function decodeAll() {
     ctx = new Ctx();
@@ -77,8 +84,34 @@
     sources = {}; gains = {};
   }
 
+  function account() {
+    if (active && audibleSince !== null) {
+      heard[active] = (heard[active] || 0) + Math.max(0, ctx.currentTime - audibleSince);
+    }
+    audibleSince = null;
+  }
+
+  function heardSeconds(slot) {
+    const running = slot === active && audibleSince !== null
+      ? Math.max(0, ctx.currentTime - audibleSince) : 0;
+    return (heard[slot] || 0) + running;
+  }
+
+  function updateLock() {
+    if (!requireFull || !Object.keys(buffers).length) return;
+    const waiting = Object.keys(buffers).filter(function (slot) {
+      return heardSeconds(slot) < buffers[slot].duration - 0.05;
+    });
+    submit.disabled = waiting.length > 0;
+    hint.textContent = waiting.length
+      ? "Listen to the Reference and every sample all the way through to submit."
+      : "";
+    root.dataset.waiting = String(waiting.length);
+  }
+
   function select(slot, restarted) {
     if (ctx.state === "suspended") ctx.resume();
+    account();
     if (!Object.keys(sources).length) startAll(region()[0]);
     const now = ctx.currentTime;
     Object.keys(gains).forEach(function (s) {
@@ -96,9 +129,11 @@
       b.setAttribute("aria-pressed", b.dataset.slot === slot ? "true" : "false");
     });
     root.dataset.playing = slot;
+    audibleSince = Math.max(ctx.currentTime, startedAt);
   }
 
   function stop() {
+    account();
     stopAll();
     active = null;
     root.dataset.playing = "";
@@ -131,12 +166,17 @@
   loopEnd.addEventListener("change", restartLoop);
 
   // Exposed for tests: the shared playhead (seconds) and which slot is audible.
-  root.mushraState = function () { return { slot: active, position: position() }; };
+  root.mushraState = function () {
+    const seconds = {};
+    Object.keys(buffers).forEach(function (slot) { seconds[slot] = heardSeconds(slot); });
+    return { slot: active, position: position(), heard: seconds };
+  };
 
   decodeAll().then(function () {
     buttons.forEach(function (b) { b.disabled = false; });
     stopButton.disabled = false;
     root.dataset.loaded = "true";
+    if (requireFull) { updateLock(); setInterval(updateLock, 250); }
     status.textContent = "Ready. Play the Reference and each sample; rate every sample.";
   }).catch(function () {
     status.textContent = "The sounds could not be loaded. Please reload the page.";

@@ -106,4 +106,17 @@
   });
 
   updateLock();
+
+  // A pause page (P.808 rest period): Next unlocks when the countdown ends.
+  const rest = document.getElementById("rest");
+  if (rest) {
+    const left = document.getElementById("rest-left");
+    const until = shownAt + 1000 * parseFloat(rest.dataset.restSeconds || "0");
+    submit.disabled = true;
+    (function tick() {
+      const remaining = Math.max(0, Math.ceil((until - performance.now()) / 1000));
+      left.textContent = String(remaining);
+      if (remaining > 0) { setTimeout(tick, 250); } else { submit.disabled = false; }
+    })();
+  }
 })();

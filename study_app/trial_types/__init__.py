@@ -58,6 +58,9 @@ class TrialType:
     answerable: ClassVar[bool] = True
     # Whether its answers are rows of responses.csv (consent is not).
     exported: ClassVar[bool] = True
+    # True when `schedule` puts the trials in their final order itself (honouring the block's
+    # `randomize`), e.g. to keep pauses in place; otherwise the scheduler shuffles the block.
+    orders_own_trials: ClassVar[bool] = False
     # Extra export columns this type writes, appended after the core columns.
     export_columns: ClassVar[tuple[str, ...]] = ()
 
@@ -117,6 +120,23 @@ class TrialType:
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         """Shortest time in which the trial's audio can be heard as the block requires."""
         return 0.0
+
+    def screening_failed(
+        self,
+        block: Mapping[str, Any],
+        answered: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        n_trials: int,
+    ) -> bool:
+        """For screening blocks (headphone check, P.808 qualification): True as soon as the
+        block can no longer be passed, given its answered (spec, answer) pairs out of
+        `n_trials`. A failed screening excludes the participant (and, with the block's
+        `exclude_on_fail`, ends the session once the block is done). Default: not a screening."""
+        return False
+
+    def study_tables(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Summary tables written beside responses.csv, from all exported rows of this type
+        (every participant): {file stem: rows}. Default: none."""
+        return {}
 
 
 _REGISTRY: dict[str, TrialType] = {}

@@ -85,6 +85,11 @@ class HeadphoneCheck(TrialType):
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         return 4.0  # three 1 s tones with two 0.5 s gaps
 
+    def screening_failed(self, block, answered, n_trials) -> bool:
+        # Failed once more answers are wrong than the threshold allows (certain before the end).
+        wrong = sum(answer["answer"] != spec["correct_answer"] for spec, answer in answered)
+        return wrong > n_trials - block["pass_threshold"]
+
 
 def screening_passed(block: Mapping[str, Any], correct: list[bool]) -> bool:
     """Pass when at least `pass_threshold` answers were right (Woods et al.: 5 of 6)."""

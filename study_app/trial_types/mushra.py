@@ -212,6 +212,8 @@ class Mushra(TrialType):
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "slots": [s["slot"] for s in spec["stimuli"]],
+            # mushra.js enforces it (Web Audio, not the <audio> players that trial.js locks)
+            "mushra_full_listen": block["require_full_listen"],
             "require_full_listen": False,
         }
 

@@ -1,0 +1,224 @@
+"""Headless Chromium at 375 px through the second half of issue 7's trial types: the P.808
+qualification, the 2AFC audio-video fit preference and ACR with gold, trapping and pause items;
+a MUSHRA screen that requires full listening; and audio-video drift over a 30 s clip. The export is
+compared with what was clicked. SQLite only (the flow tests cover both databases)."""
+
+# ruff: noqa: F811 - browser_page is a fixture imported from test_browser_e2e
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
+    browser_page,
+    no_horizontal_scroll,
+    play_to_end,
+    trial_type,
+)
+from werkzeug.serving import make_server
+
+from study_app.export import responses_csv
+from study_app.extensions import db
+from study_app.models import Study, Trial
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+DATA = Path(__file__).parent / "data"
+
+# Sample (video time - audio time) on every animation frame while either clip plays.
+SAMPLE_DRIFT = """
+(slot) => {
+  const video = document.getElementById('video');
+  const audio = document.getElementById('audio-' + slot);
+  window.__drift = window.__drift || [];
+  function sample() {
+    if (!audio.paused && !audio.ended && audio.currentTime > 0.1) {
+      window.__drift.push([audio.currentTime, video.currentTime - audio.currentTime]);
+    }
+    if (!audio.ended) requestAnimationFrame(sample);
+  }
+  requestAnimationFrame(sample);
+}
+"""
+
+
+@pytest.fixture
+def database(tmp_path):
+    yield f"sqlite:///{tmp_path / 'test.sqlite'}", {"connect_args": {"timeout": 30}}
+
+
+@pytest.fixture
+def serve(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _join(page, base: str, entry: str) -> None:
+    page.goto(f"{base}/join/{entry}")
+    with page.expect_navigation():
+        page.click("#start")
+
+
+def _spec(app, page) -> dict:
+    action = page.get_attribute("#trial-form", "action")
+    with app.app_context():
+        return db.session.scalar(select(Trial).where(Trial.token == action.rsplit("/", 1)[1])).spec
+
+
+def _rows(app) -> list[dict]:
+    with app.app_context():
+        return list(csv.DictReader(io.StringIO(responses_csv(db.session.scalar(select(Study))))))
+
+
+def test_p808_and_fit_preference_in_chromium(
+    app, make_study, long_demo_set_dir, serve, browser_page
+):
+    _, entry = make_study(DATA / "p808_2afc_study.yaml", long_demo_set_dir)
+    page = browser_page
+    _join(page, serve, entry)
+    clicked: list[tuple[str, dict]] = []
+    for _ in range(30):
+        page.wait_for_load_state()
+        kind = trial_type(page)
+        if kind is None:
+            break
+        assert no_horizontal_scroll(page), f"{kind} page scrolls sideways at 375 px"
+        spec = _spec(app, page)
+        record: dict = {}
+        if kind == "consent":
+            page.check('input[name="consent"]')
+        elif kind == "p808_qualification":
+            assert page.is_disabled("#submit")
+            page.check('input[name="hearing"][value="normal"]')
+            page.check('input[name="device"][value="earbuds"]')
+            page.check('input[name="environment"][value="quiet"]')
+            for i in range(1, len(spec["tone_counts"]) + 1):
+                play_to_end(page, f"t{i}")
+            for i, count in enumerate(spec["tone_counts"], 1):
+                # the test cannot hear the beeps: it reads the true count from the server
+                page.fill(f'input[name="count_t{i}"]', str(count))
+        elif kind == "fit_preference":
+            assert page.is_disabled("#submit")
+            play_to_end(page, "a")
+            assert page.is_disabled("#submit")  # B not heard yet
+            play_to_end(page, "b")
+            record = {"answer": "AB"[len(clicked) % 2], "strength": str(1 + len(clicked) % 3)}
+            page.check(f'input[name="answer"][value="{record["answer"]}"]')
+            page.check(f'input[name="strength"][value="{record["strength"]}"]')
+        elif kind == "acr" and spec["item"] == "rest":
+            assert page.is_disabled("#submit")  # the pause's countdown
+            page.wait_for_function(
+                "() => !document.getElementById('submit').disabled", timeout=10_000
+            )
+        elif kind == "acr":
+            assert page.is_disabled("#submit")
+            play_to_end(page, "clip")
+            rating = spec.get("correct_answer") or 2 + len(clicked) % 3
+            record = {"rating": str(rating), "item": spec["item"]}
+            page.check(f'input[name="rating"][value="{rating}"]')
+        with page.expect_navigation():
+            page.click("#submit")
+        clicked.append((kind, record))
+    else:
+        raise AssertionError("study did not end")
+    page.wait_for_selector("#completion-code")
+
+    rows = _rows(app)
+    assert {r["excluded"] for r in rows} == {"0"}  # nothing too fast, every check passed
+    assert [r["qualification_passed"] for r in rows if r["trial_type"] == "p808_qualification"] == [
+        "1"
+    ]
+    preference = [r for r in rows if r["trial_type"] == "fit_preference"]
+    assert [
+        (r["answer"], r["preference_strength"], r["plays_a"], r["plays_b"]) for r in preference
+    ] == [(c["answer"], c["strength"], "1", "1") for k, c in clicked if k == "fit_preference"]
+    acr = [r for r in rows if r["trial_type"] == "acr"]
+    assert [(r["acr_item"], r["acr_rating"]) for r in acr] == [
+        (c["item"], c["rating"]) for k, c in clicked if k == "acr" and c
+    ]
+    assert sorted(r["acr_item"] for r in acr) == [
+        "gold",
+        "gold",
+        "rating",
+        "rating",
+        "rating",
+        "trap",
+    ]
+
+
+def test_fit_preference_stays_in_sync_over_30_s(
+    app, make_study, tmp_path_factory, serve, browser_page
+):
+    """Drift between the muted video and the music under one video frame (1/25 s) over 30 s
+    clips, sampled on every animation frame, with A and then B."""
+    from study_app.demo_set import build_demo_set
+
+    set_dir = tmp_path_factory.mktemp("set_30s")
+    build_demo_set(set_dir, n_sources=2, duration=30.0)
+    design = tmp_path_factory.mktemp("design") / "design.yaml"
+    design.write_text(
+        "format: sightsound-design/1\nslug: drift\ntitle: Drift\nstimulus_set: demo\n"
+        "completion: {code: DRIFT}\nblocks:\n"
+        "  - {id: fit, type: fit_preference, conditions: [reference, mismatched],"
+        " trials_per_participant: 1}\n"
+    )
+    _, entry = make_study(design, set_dir)
+    page = browser_page
+    _join(page, serve, entry)
+    assert trial_type(page) == "fit_preference"
+    for slot in ("a", "b"):
+        page.evaluate(SAMPLE_DRIFT, slot)
+        before = page.evaluate("window.__ended.length")
+        page.click(f'button.player[data-slot="{slot}"]')
+        page.wait_for_function(
+            "([before, id]) => window.__ended.slice(before).includes(id)",
+            arg=[before, f"audio-{slot}"],
+            timeout=60_000,
+        )
+    samples = page.evaluate("window.__drift")
+    assert max(t for t, _ in samples) > 29.5  # sampled to the end of both clips
+    assert len(samples) > 300
+    worst = max(abs(d) for _, d in samples)
+    assert worst < 1 / 25, worst
+    page.check('input[name="answer"][value="B"]')
+    page.check('input[name="strength"][value="3"]')
+    with page.expect_navigation():
+        page.click("#submit")
+    page.wait_for_selector("#completion-code")
+
+
+def test_mushra_requires_full_listening(app, make_study, serve, browser_page):
+    design = DATA / "mushra_full_listen.yaml"
+    _, entry = make_study(design)
+    page = browser_page
+    _join(page, serve, entry)
+    assert trial_type(page) == "mushra"
+    page.wait_for_selector('#mushra[data-loaded="true"]')
+    slots = [
+        "ref",
+        *page.eval_on_selector_all("input.mushra-slider", "els => els.map(e => e.dataset.slot)"),
+    ]
+    for i, slot in enumerate(slots):
+        assert page.is_disabled("#submit"), f"unlocked before {slot} was heard"
+        button = "#mushra-ref" if slot == "ref" else f'button.mushra-play[data-slot="{slot}"]'
+        page.click(button)
+        # heard in two pieces for the first sample (switching keeps the count), else in one go
+        if i == 1:
+            page.wait_for_timeout(1500)
+            page.click("#mushra-ref")
+            page.click(button)
+        page.wait_for_function(
+            "(slot) => document.getElementById('mushra').mushraState().heard[slot] >= 2.95",
+            arg=slot,
+            timeout=15_000,
+        )
+    page.wait_for_function("() => !document.getElementById('submit').disabled", timeout=5_000)
+    heard = page.evaluate("document.getElementById('mushra').mushraState().heard")
+    assert all(heard[s] >= 2.95 for s in slots)
