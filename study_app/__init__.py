@@ -50,6 +50,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(participant.bp)
     app.register_blueprint(researcher.bp)
     cli.register(app)
+    # Register every trial type now (their modules import numpy and scipy): otherwise the first
+    # participant each server worker meets pays for the imports, inside a request.
+    from .trial_types import all_trial_types
+
+    all_trial_types()
 
     @app.after_request
     def security_headers(response):

@@ -284,6 +284,10 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
         raise ValueError("not a canonical 16-bit WAV (fmt then data, nothing else)")
     samples = np.frombuffer(canonical, dtype="<i2", offset=44).astype(np.int32)
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"))
-    noise = rng.integers(0, 2, samples.size) - rng.integers(0, 2, samples.size)
+    # Two random bits per sample, one byte each: bit0 - bit1 is -1, 0, +1 with probabilities
+    # 1/4, 1/2, 1/4 (triangular). Random bytes are ~10x cheaper than two integer draws, and
+    # this runs for every audio request.
+    bits = np.frombuffer(rng.bytes(samples.size), dtype=np.uint8)
+    noise = (bits & 1).astype(np.int32) - ((bits >> 1) & 1)
     dithered = np.clip(samples + noise, -32768, 32767).astype("<i2")
     return canonical[:44] + dithered.tobytes()

@@ -11,7 +11,9 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay loaded after a commit: a request that commits (an answer, a first view) and then
+# renders would otherwise reload every row it touches, one query each.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = LoginManager()

@@ -35,10 +35,10 @@ from .services import (
     AnswerError,
     ExternalIds,
     OutOfOrder,
-    answered_trial_ids,
     completed_count,
     current_trial,
     enroll,
+    progress_counts,
     record_answer,
 )
 from .trial_types import MediaRef, get_trial_type
@@ -144,22 +144,9 @@ def join(entry_token: str):
     return response
 
 
-def _answerable(trial_type: str) -> bool:
-    known = _ANSWERABLE.get(trial_type)
-    if known is None:  # get_trial_type scans the package on every call: ask once per type
-        known = _ANSWERABLE[trial_type] = get_trial_type(trial_type).answerable
-    return known
-
-
-_ANSWERABLE: dict[str, bool] = {}
-
-
-def _progress(participant: Participant, trial: Trial | None) -> dict[str, int]:
-    answerable = [t for t in participant.trials if _answerable(t.trial_type)]
-    # One query for the answered ids, not one lazy load of `t.response` per trial (issue 6).
-    answered = answered_trial_ids(participant)
-    done = sum(1 for t in answerable if t.id in answered)
-    return {"done": done, "total": len(answerable)}
+def _progress(participant: Participant) -> dict[str, int]:
+    done, total = progress_counts(participant)
+    return {"done": done, "total": total}
 
 
 @bp.get("/p/<token>/")
@@ -189,7 +176,7 @@ def _render_trial(participant: Participant, trial: Trial, study: Study, problems
         trial_token=trial.token,
         participant_token=participant.token,
         media=media,
-        progress=_progress(participant, trial),
+        progress=_progress(participant),
         problems=problems,
         preview=participant.is_preview,
         **trial_type.page_context(trial.spec, block),
@@ -213,7 +200,7 @@ def _finish(participant: Participant):
         code=None if participant.screened_out else study.completion_code,
         redirect_url=None if participant.screened_out else redirect_url,
         screened_out=participant.screened_out,
-        progress=_progress(participant, None),
+        progress=_progress(participant),
         preview=participant.is_preview,
     )
     return _no_store(make_response(page))
@@ -251,10 +238,10 @@ def _apply_screening(participant: Participant, trial: Trial) -> None:
 @bp.get("/p/<token>/t/<trial_token>/m/<slot>")
 def media(token: str, trial_token: str, slot: str):
     participant = _participant(token)
-    trial = _trial(participant, trial_token)
-    current = current_trial(participant)
-    if current is None or current.id != trial.id:
-        abort(404)  # media of the current trial only: no peeking ahead
+    _token_or_404(trial_token)
+    trial = current_trial(participant)
+    if trial is None or trial.token != trial_token:
+        abort(404)  # media of the current trial only: no peeking ahead (nor another's trials)
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
     if ref is None:
         abort(404)

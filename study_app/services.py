@@ -35,7 +35,7 @@ from .models import (
 )
 from .scheduling import Assignment, build_schedule
 from .stimulus_set import StimulusSetError, load_stimulus_set
-from .trial_types import AnswerError, get_trial_type
+from .trial_types import AnswerError, all_trial_types, get_trial_type
 
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/mp4"}
 # Every media file gets the same modification time, so Last-Modified says nothing about a clip.
@@ -256,6 +256,10 @@ def enroll(
             return existing
     catalog = catalog_for(study.stimulus_set)
     for _ in range(attempts):
+        # PostgreSQL: hold the study row until this arrival is committed, so a burst of
+        # arrivals queues for the next index instead of colliding and rebuilding schedules.
+        # (SQLite ignores FOR UPDATE; its single writer and the retry below do the same job.)
+        db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update())
         index = db.session.scalar(
             select(
                 func.coalesce(func.min(Participant.assignment_index) - 1, -1)
@@ -325,13 +329,39 @@ def answered_trial_ids(participant: Participant) -> set[int]:
     )
 
 
+def _answerable_types() -> list[str]:
+    return sorted(name for name, t in all_trial_types().items() if t.answerable)
+
+
 def current_trial(participant: Participant) -> Trial | None:
-    """The first trial still to answer (None when only informative pages are left)."""
-    done = answered_trial_ids(participant)
-    for trial in participant.trials:
-        if trial.id not in done and get_trial_type(trial.trial_type).answerable:
-            return trial
-    return None
+    """The first trial still to answer (None when only informative pages are left).
+
+    One query: it runs on every page, media and answer request."""
+    unanswered = ~select(Response.id).where(Response.trial_id == Trial.id).exists()
+    return db.session.scalar(
+        select(Trial)
+        .where(
+            Trial.participant_id == participant.id,
+            Trial.trial_type.in_(_answerable_types()),
+            unanswered,
+        )
+        .order_by(Trial.trial_index)
+        .limit(1)
+    )
+
+
+def progress_counts(participant: Participant) -> tuple[int, int]:
+    """(answered, total) over the participant's answerable trials, in one query."""
+    total, done = db.session.execute(
+        select(func.count(Trial.id), func.count(Response.id))
+        .select_from(Trial)
+        .outerjoin(Response, Response.trial_id == Trial.id)
+        .where(
+            Trial.participant_id == participant.id,
+            Trial.trial_type.in_(_answerable_types()),
+        )
+    ).one()
+    return int(done), int(total)
 
 
 class OutOfOrder(ValueError):

@@ -43,10 +43,10 @@ def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, dem
         url,
         tmp_path / "media",
         entry,
-        participants=6,
+        participants=10,
         concurrency=3,
         kills=2,
-        every=1.5,
+        every=0.6,
         workers=2,
         engine_options=options,
         time_limit=90,
@@ -58,6 +58,6 @@ def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, dem
     assert result["duplicated"] == 0
     assert result["acknowledged_twice"] == 0
     assert result["participants_out_of_order"] == 0
-    assert result["finished"] == result["participants"] == 6
-    # each of the 6 participants answered their 15 trials exactly once, nothing more
-    assert result["stored_answers"] == 6 * 15
+    assert result["finished"] == result["participants"] == 10
+    # each of the 10 participants answered their 15 trials exactly once, nothing more
+    assert result["stored_answers"] == 10 * 15
