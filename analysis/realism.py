@@ -78,7 +78,8 @@ def dprime_abx(
     (``d'(p) = -d'(1 - p)``) so that a condition answered systematically wrong stays visible.
 
     Reference: Macmillan & Creelman (2005), *Detection Theory: A User's Guide*, 2nd ed., ch. 9
-    (ABX, differencing model; Kaplan, Macmillan & Creelman 1978).
+    (ABX, differencing model; Kaplan, Macmillan & Creelman 1978). Tested against the published
+    table of the Palamedes toolbox (Prins & Kingdom; "2AFC match-to-sample", differencing).
 
     >>> round(dprime_abx(0.75), 3)
     2.02

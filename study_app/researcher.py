@@ -14,7 +14,6 @@ import yaml
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -24,7 +23,7 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
@@ -32,7 +31,7 @@ from .dashboard import participant_row, study_summary
 from .design import DesignError, design_problems, normalize_design
 from .export import export_files, responses_csv
 from .extensions import db
-from .models import Participant, Researcher, StimulusSet, Study
+from .models import LoginFailure, Participant, Researcher, StimulusSet, Study
 from .services import (
     ExternalIds,
     catalog_for,
@@ -47,12 +46,9 @@ from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 
-# Per-process login throttle: enough to make guessing slow; issue 6 hardens it further.
+# Login throttle: at most MAX_FAILURES failed attempts per email in FAILURE_WINDOW. Counted in
+# the database, so every gunicorn worker sees the same attempts.
 MAX_FAILURES, FAILURE_WINDOW = 5, timedelta(minutes=5)
-
-
-def _failed_logins() -> dict[str, list[datetime]]:
-    return current_app.extensions.setdefault("sightsound_failed_logins", {})
 
 
 class LoginForm(FlaskForm):
@@ -61,10 +57,12 @@ class LoginForm(FlaskForm):
 
 
 def _throttled(key: str) -> bool:
-    now = datetime.now(UTC)
-    recent = [t for t in _failed_logins().get(key, []) if now - t < FAILURE_WINDOW]
-    _failed_logins()[key] = recent
-    return len(recent) >= MAX_FAILURES
+    since = datetime.now(UTC) - FAILURE_WINDOW
+    db.session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # expired ones
+    recent = db.session.scalar(
+        select(func.count(LoginFailure.id)).where(LoginFailure.key == key, LoginFailure.at >= since)
+    )
+    return recent >= MAX_FAILURES
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -79,10 +77,12 @@ def login():
         else:
             researcher = db.session.scalar(select(Researcher).where(Researcher.email == key))
             if researcher is not None and researcher.check_password(form.password.data):
-                _failed_logins().pop(key, None)
+                db.session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+                db.session.commit()
                 login_user(researcher)
                 return redirect(url_for(".studies"))
-            _failed_logins().setdefault(key, []).append(datetime.now(UTC))
+            db.session.add(LoginFailure(key=key))
+            db.session.commit()
             flash("Unknown email or wrong password.")
             status = 401
     elif request.method == "POST":

@@ -106,9 +106,9 @@ def test_one_sided_binomial_is_the_exact_tail():
 
 
 def test_dprime_abx_follows_the_differencing_model():
-    # We could not verify a printed entry of Macmillan & Creelman's ABX table (Table A5.3), so
-    # this checks the closed form the table is computed from (M&C 2005, ch. 9; Kaplan,
-    # Macmillan & Creelman 1978): p(c) = Phi(d/sqrt2)Phi(d/sqrt6) + Phi(-d/sqrt2)Phi(-d/sqrt6).
+    # The closed form behind the published tables (M&C 2005, ch. 9; Kaplan, Macmillan &
+    # Creelman 1978; the Palamedes table below): p(c) = Phi(d/sqrt2)Phi(d/sqrt6) +
+    # Phi(-d/sqrt2)Phi(-d/sqrt6).
     from scipy.stats import norm
 
     for d in (0.5, 1.0, 2.0, 3.0):
@@ -120,6 +120,27 @@ def test_dprime_abx_follows_the_differencing_model():
     assert realism.dprime_abx(0.5) == 0.0
     assert realism.dprime_abx(0.25) == pytest.approx(-realism.dprime_abx(0.75))
     assert np.isinf(realism.dprime_abx(1.0))
+
+
+# Proportion correct of an unbiased observer in ABX ("2AFC match-to-sample"), differencing
+# model, as printed by the Palamedes toolbox (Prins & Kingdom 2009; Kingdom & Prins,
+# Psychophysics: A Practical Introduction, 2nd ed. 2016, ch. 6) in the documented output of
+# PAL_SDT_DPtoPCcomparison_Demo (d' = 0:.25:4, column "2AFCmatchSamp"; FK, September 2009).
+PALAMEDES_ABX_DIFFERENCING = [
+    (0.25, 0.5057), (0.50, 0.5223), (0.75, 0.5486), (1.00, 0.5825),
+    (1.25, 0.6216), (1.50, 0.6635), (1.75, 0.7058), (2.00, 0.7468),
+    (2.25, 0.7850), (2.50, 0.8196), (2.75, 0.8501), (3.00, 0.8765),
+    (3.25, 0.8989), (3.50, 0.9178), (3.75, 0.9336), (4.00, 0.9467),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("dprime", "proportion_correct"), PALAMEDES_ABX_DIFFERENCING)
+def test_dprime_abx_matches_the_published_palamedes_table(dprime, proportion_correct):
+    assert float(realism.abx_proportion_correct(dprime)) == pytest.approx(
+        proportion_correct, abs=5e-5
+    )
+    # the table's p(c) is rounded to 4 decimals, which moves d' by at most about 1e-3
+    assert realism.dprime_abx(proportion_correct) == pytest.approx(dprime, abs=1e-3)
 
 
 def test_dprime_abx_agrees_with_a_simulated_observer():
