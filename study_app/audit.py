@@ -171,7 +171,7 @@ def play_participant(client, step: str, index: int, rng, labels_for) -> list[Obs
                 )
             )
             seen[digest] = seen.get(digest, 0) + 1
-        answer = client.post(action.group(1), data=fill_form(html, rng))
+        answer = client.post(action.group(1), data=fill_form(html, rng) | truth["navigation"])
         if answer.status_code != 303:
             raise RuntimeError(f"audit answer refused ({answer.status_code}) on {truth}")
     raise RuntimeError("study did not end after 500 steps")
@@ -442,9 +442,18 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
     def labels_for(trial_token: str) -> dict[str, Any]:
         with app.app_context():
             trial = db.session.scalar(select(Trial).where(Trial.token == trial_token))
-            refs = get_trial_type(trial.trial_type).media(trial.spec)
-            slots = {s: conditions.get(r.key) for s, r in refs.items() if r.kind == "clip"}
-            return {"trial_type": trial.trial_type, "slots": slots}
+            trial_type = get_trial_type(trial.trial_type)
+            refs = trial_type.media(trial.spec)
+            slots = {
+                s: conditions.get(r.key)
+                for s, r in refs.items()
+                if r.kind == "clip" and s not in trial_type.open_slots
+            }
+            return {
+                "trial_type": trial.trial_type,
+                "slots": slots,
+                "navigation": _navigation_fields(trial.trial_type, trial.spec),
+            }
 
     observations: list[Observation] = []
     tokens: list[str] = []
@@ -467,6 +476,21 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
                     db.session.delete(participant)
             db.session.commit()
     return observations
+
+
+def _navigation_fields(trial_type: str, spec: dict[str, Any]) -> dict[str, str]:
+    """Fields that keep an audit participant going: a pass through screenings that could end
+    the session (so every later block is audited too), and what a page's script would fill in
+    (MUSHRA's "every slider moved"). Only navigation: no feature the classifier sees comes
+    from the server's side."""
+    if trial_type == "mushra":
+        return {"moved": "all"}
+    if trial_type == "p808_qualification":
+        counts = {f"count_t{i}": str(n) for i, n in enumerate(spec["tone_counts"], 1)}
+        return {"hearing": "normal", "device": "headphones", "environment": "quiet"} | counts
+    if trial_type == "headphone_check":
+        return {"answer": spec["correct_answer"]}
+    return {}
 
 
 def audit_study(

@@ -102,3 +102,24 @@ def test_helpers():
     results = analyse(fake, permutations=49)
     assert all(not r.leaks for r in results)
     assert np.isclose(results[0].balanced_accuracy, 0.5)
+
+
+def test_new_trial_types_are_blind(app, make_study, long_demo_set_dir):
+    """The same audit on every trial type added after ABX and emotion rating: MUSHRA's hidden
+    slots (its labelled Reference is open by design and left out), similarity, fit rating, the
+    2AFC fit preference and P.808 ACR (gold-high items are the reference clip too)."""
+    from pathlib import Path
+
+    design = Path(__file__).parent / "data" / "audit_new_types.yaml"
+    slug, _ = make_study(design, long_demo_set_dir)
+    observations = collect(app, slug, participants=12, seed=2)
+    types = {"mushra", "similarity", "fit_rating", "fit_preference", "acr"}
+    labelled = [o for o in observations if o.label is not None]
+    assert {o.trial_type for o in labelled} == types
+    assert not any(o.slot == "ref" for o in labelled)  # the open references
+    results = analyse(observations, permutations=499, seed=0)
+    assert {r.task.split("/")[0] for r in results if r.group == TRANSPORT} == types
+    for result in results:
+        if result.group == TRANSPORT:
+            assert not result.leaks, result
+    assert all(o.seen_before == 0 for o in labelled)

@@ -61,6 +61,9 @@ class TrialType:
     # True when `schedule` puts the trials in their final order itself (honouring the block's
     # `randomize`), e.g. to keep pauses in place; otherwise the scheduler shuffles the block.
     orders_own_trials: ClassVar[bool] = False
+    # Media slots whose condition the page states openly (the labelled Reference of MUSHRA and
+    # of the similarity scale): by design not blind, so the blinding audit leaves them out.
+    open_slots: ClassVar[tuple[str, ...]] = ()
     # Extra export columns this type writes, appended after the core columns.
     export_columns: ClassVar[tuple[str, ...]] = ()
 

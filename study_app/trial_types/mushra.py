@@ -84,6 +84,7 @@ def anchor_wav_bytes(reference: Path, cutoff: float) -> bytes:
 class Mushra(TrialType):
     name = "mushra"
     label = "MUSHRA (BS.1534)"
+    open_slots = ("ref",)  # the labelled Reference
     options = {
         "conditions": [],
         "trials_per_participant": None,  # screens; default: one per segment

@@ -68,6 +68,7 @@ def validate_single(block: Mapping[str, Any], catalog: Catalog, required: list[s
 class Similarity(TrialType):
     name = "similarity"
     label = "Similarity to the reference (1-7)"
+    open_slots = ("ref",)  # the labelled Reference
     options = {
         "conditions": [],
         "trials_per_participant": None,
