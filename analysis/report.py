@@ -41,8 +41,8 @@ class ReportConfig:
     unit: str = "source"
     n_boot: int = 2000
     n_permutations: int = 2000
-    glmm_max_participants: int | None = 100
-    lmm_max_participants: int | None = 150
+    glmm_max_participants: int | None = 300
+    lmm_max_participants: int | None = 1000
     seed: int = 0
 
 
