@@ -379,6 +379,18 @@ def report_from_files(
 
 
 # --------------------------------------------------------------------------- html
+
+
+def _error_bars(table: pd.DataFrame, centre: str) -> dict[str, Any]:
+    """Plotly's asymmetric error bars from a table's ``ci_low`` / ``ci_high`` around ``centre``."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": table["ci_high"] - table[centre],
+        "arrayminus": table[centre] - table["ci_low"],
+    }
+
+
 def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -459,12 +471,7 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
             go.Bar(
                 x=fit["condition"],
                 y=fit["mean_fit"],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": fit["ci_high"] - fit["mean_fit"],
-                    "arrayminus": fit["mean_fit"] - fit["ci_low"],
-                },
+                error_y=_error_bars(fit, "mean_fit"),
             )
         )
         figure.update_layout(title="Fit to the video (1-7, 95% CI)", yaxis_range=[1, 7])
@@ -476,12 +483,7 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
             go.Bar(
                 x=labels,
                 y=table["mean"],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": table["ci_high"] - table["mean"],
-                    "arrayminus": table["mean"] - table["ci_low"],
-                },
+                error_y=_error_bars(table, "mean"),
             )
         )
         figure.update_layout(
@@ -501,12 +503,7 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
                 y=table["log_worth"],
                 mode="markers",
                 marker={"size": 10},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": table["ci_high"] - table["log_worth"],
-                    "arrayminus": table["log_worth"] - table["ci_low"],
-                },
+                error_y=_error_bars(table, "log_worth"),
             )
         )
         figure.add_hline(y=0, line_dash="dash")
@@ -530,12 +527,7 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
                     name=label,
                     x=table["condition"].astype(str),
                     y=table["mos"],
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": table["ci_high"] - table["mos"],
-                        "arrayminus": table["mos"] - table["ci_low"],
-                    },
+                    error_y=_error_bars(table, "mos"),
                 )
             )
         figure.update_layout(
