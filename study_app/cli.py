@@ -117,15 +117,19 @@ def demo_setup(base_url: str, password: str) -> None:
         raise click.ClickException(str(exc)) from exc
     email = "researcher@demo.invalid"
     researcher = _upsert_researcher(email, password, admin=True)
-    design = read_design_file(REPO_ROOT / "stimuli" / "demo_study.yaml")
-    study = db.session.scalar(select(Study).where(Study.slug == design["slug"]))
-    if study is None:
-        study = create_study(design, researcher)
+    links = []
+    for design_file in ("demo_study.yaml", "demo_all_types.yaml"):
+        design = read_design_file(REPO_ROOT / "stimuli" / design_file)
+        study = db.session.scalar(select(Study).where(Study.slug == design["slug"]))
+        if study is None:
+            study = create_study(design, researcher)
+        with current_app.test_request_context(base_url=base_url):
+            links.append(url_for("participant.join", entry_token=study.entry_token, _external=True))
     with current_app.test_request_context(base_url=base_url):
-        join = url_for("participant.join", entry_token=study.entry_token, _external=True)
         login = url_for("researcher.login", _external=True)
     click.echo("")
-    click.echo(f"  Participant link : {join}")
+    click.echo(f"  Participant link : {links[0]}")
+    click.echo(f"  Every trial type : {links[1]}")
     click.echo(f"  Researcher login : {login}")
     click.echo(f"      email        : {email}")
     click.echo(f"      password     : {password}")

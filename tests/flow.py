@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
+from study_app.extensions import db
+from study_app.models import Trial
+
 FORM_ACTION = re.compile(
     r'<form method="post" id="trial-form" class="trial trial-([a-z0-9_]+)"\s+action="([^"]+)"'
 )
@@ -74,3 +79,29 @@ def run_to_end(client, step_url: str, answers=None, on_page=None) -> Page:
         response = answer(client, page, data)
         assert response.status_code == 303, (page.trial_type, response.status_code)
     raise AssertionError("study did not end")
+
+
+def valid_answer(app, page) -> dict:
+    """A valid answer to any trial type (the spec is looked up where the answer depends on it)."""
+    with app.app_context():
+        spec = db.session.scalar(
+            select(Trial).where(Trial.token == page.action.rsplit("/", 1)[1])
+        ).spec
+    kind = page.trial_type
+    if kind == "mushra":
+        slots = re.findall(r'name="score_(s\d+)"', page.html)
+        return {f"score_{s}": "50" for s in slots} | {"moved": "all"}
+    if kind == "p808_qualification":
+        counts = {f"count_t{i}": str(n) for i, n in enumerate(spec["tone_counts"], 1)}
+        return {"hearing": "normal", "device": "headphones", "environment": "quiet"} | counts
+    if kind == "acr":
+        return {} if spec["item"] == "rest" else {"rating": str(spec.get("correct_answer", 3))}
+    return {
+        "consent": {"consent": "yes"},
+        "headphone_check": {"answer": "2"},
+        "abx": {"answer": "B", "confidence": "2"},
+        "emotion_rating": {"valence": "3", "arousal": "7", "fit": "2", "tempo": "5"},
+        "similarity": {"similarity": "4"},
+        "fit_rating": {"fit": "4"},
+        "fit_preference": {"answer": "A", "strength": "2"},
+    }[kind]

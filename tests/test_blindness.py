@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from flow import read_page, start
+from flow import read_page, start, valid_answer
 from sqlalchemy import select
 
 from study_app.extensions import db
@@ -64,32 +64,6 @@ HIDDEN_ITEMS = {
 }
 
 
-def _answer(app, page) -> dict:
-    """A valid answer to any trial type (the spec is looked up where the answer depends on it)."""
-    with app.app_context():
-        spec = db.session.scalar(
-            select(Trial).where(Trial.token == page.action.rsplit("/", 1)[1])
-        ).spec
-    kind = page.trial_type
-    if kind == "mushra":
-        slots = re.findall(r'name="score_(s\d+)"', page.html)
-        return {f"score_{s}": "50" for s in slots} | {"moved": "all"}
-    if kind == "p808_qualification":
-        counts = {f"count_t{i}": str(n) for i, n in enumerate(spec["tone_counts"], 1)}
-        return {"hearing": "normal", "device": "headphones", "environment": "quiet"} | counts
-    if kind == "acr":
-        return {} if spec["item"] == "rest" else {"rating": str(spec.get("correct_answer", 3))}
-    return {
-        "consent": {"consent": "yes"},
-        "headphone_check": {"answer": "2"},
-        "abx": {"answer": "B", "confidence": "2"},
-        "emotion_rating": {"valence": "3", "arousal": "7", "fit": "2", "tempo": "5"},
-        "similarity": {"similarity": "4"},
-        "fit_rating": {"fit": "4"},
-        "fit_preference": {"answer": "A", "strength": "2"},
-    }[kind]
-
-
 @pytest.mark.parametrize("study", sorted(STUDIES))
 def test_nothing_participant_facing_names_a_condition(request, app, client, make_study, study):
     design, set_fixture = STUDIES[study]
@@ -118,7 +92,7 @@ def test_nothing_participant_facing_names_a_condition(request, app, client, make
             if response.mimetype == "audio/wav":
                 assert wav_chunks(response.get_data()) == ["fmt ", "data"]
         audio_headers_by_trial.append((page.trial_type, headers_of_trial))
-        response = fetch("post", page.action, data=_answer(app, page))
+        response = fetch("post", page.action, data=valid_answer(app, page))
         assert response.status_code == 303, page.trial_type
     else:
         raise AssertionError("study did not end")
