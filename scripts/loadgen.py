@@ -401,7 +401,20 @@ def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[s
         ):
             schedule[participant].append((trial, trial_type))
         participants = conn.execute(sqlalchemy.text("SELECT count(*) FROM participants")).scalar()
+        answering = set(
+            conn.execute(
+                sqlalchemy.text(
+                    "SELECT DISTINCT p.token FROM participants p JOIN trials t "
+                    "ON t.participant_id = p.id JOIN responses r ON r.trial_id = t.id"
+                )
+            ).scalars()
+        )
     engine.dispose()
+    # A join committed just before a kill whose redirect never arrived: the client joins again
+    # and becomes someone else (a browser without a Prolific id would too). Legal if that
+    # participant never answered anything.
+    seen_by_clients = set(recorder.shown) | recorder.finished
+    unacknowledged = [p for p in schedule if p not in seen_by_clients]
     acked = [trial for _, trial in recorder.acked]
     acked_set = set(acked)
     lost = sorted(acked_set - stored.keys())
@@ -414,6 +427,8 @@ def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[s
             wrong_order.append(participant)
     return {
         "participants": participants,
+        "enrolled_without_ack": len(unacknowledged),
+        "unacknowledged_with_answers": len([p for p in unacknowledged if p in answering]),
         "finished": len(recorder.finished),
         "acknowledged_answers": len(acked),
         "acknowledged_twice": len(acked) - len(acked_set),

@@ -186,6 +186,7 @@ def test_fit_preference_stays_in_sync_over_30_s(
     assert max(t for t, _ in samples) > 29.5  # sampled to the end of both clips
     assert len(samples) > 300
     worst = max(abs(d) for _, d in samples)
+    print(f"audio-video drift over {len(samples)} frames: worst {1000 * worst:.1f} ms")
     assert worst < 1 / 25, worst
     page.check('input[name="answer"][value="B"]')
     page.check('input[name="strength"][value="3"]')
