@@ -321,14 +321,6 @@ def completed_count(study: Study) -> int:
     )
 
 
-def answered_trial_ids(participant: Participant) -> set[int]:
-    return set(
-        db.session.scalars(
-            select(Response.trial_id).join(Trial).where(Trial.participant_id == participant.id)
-        )
-    )
-
-
 def _answerable_types() -> list[str]:
     return sorted(name for name, t in all_trial_types().items() if t.answerable)
 

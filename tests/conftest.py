@@ -62,22 +62,47 @@ def database(request, tmp_path):
     admin.dispose()
 
 
-@pytest.fixture
-def app(database, tmp_path):
+def testing_app(url: str, options: dict, media_dir: Path):
+    """An app in testing mode on `url` (tables not created: the caller decides)."""
     from study_app import create_app
-    from study_app.extensions import db
 
-    url, options = database
-    app = create_app(
+    return create_app(
         {
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": url,
             "SQLALCHEMY_ENGINE_OPTIONS": options,
-            "MEDIA_DIR": str(tmp_path / "media"),
+            "MEDIA_DIR": str(media_dir),
             "WTF_CSRF_ENABLED": False,
             "SECRET_KEY": "test-secret",
         }
     )
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """`make_app(url, options)`: more apps, e.g. a second server worker on the same database;
+    their connections are closed afterwards."""
+    from study_app.extensions import db
+
+    made = []
+
+    def make(url: str, options: dict | None = None):
+        made.append(testing_app(url, options or {}, tmp_path / "media"))
+        return made[-1]
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(database, tmp_path):
+    from study_app.extensions import db
+
+    url, options = database
+    app = testing_app(url, options, tmp_path / "media")
     with app.app_context():
         db.create_all()
     yield app

@@ -9,21 +9,12 @@ import re
 from flow import read_page, start, valid_answer
 from sqlalchemy import select
 
-from study_app import create_app
 from study_app.extensions import db
 from study_app.models import Study
 
 
-def test_demo_setup_creates_both_studies_and_they_run(tmp_path):
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.sqlite'}",
-            "MEDIA_DIR": str(tmp_path / "media"),
-            "WTF_CSRF_ENABLED": False,
-            "SECRET_KEY": "test-secret",
-        }
-    )
+def test_demo_setup_creates_both_studies_and_they_run(make_app, tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")  # empty: demo-setup migrates it
     runner = app.test_cli_runner()
     result = runner.invoke(args=["demo-setup", "--base-url", "http://demo.test"])
     assert result.exit_code == 0, result.output
@@ -60,6 +51,3 @@ def test_demo_setup_creates_both_studies_and_they_run(tmp_path):
         "fit_preference",
         "acr",
     }
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()

@@ -276,25 +276,14 @@ def test_login_brute_force_is_rate_limited(app, demo_study):
     assert other.status_code == 401
 
 
-def test_login_throttle_is_shared_by_every_worker_and_expires(app, database, demo_study, tmp_path):
+def test_login_throttle_is_shared_by_every_worker_and_expires(app, database, demo_study, make_app):
     """gunicorn runs several processes: the failures are counted in the database, so a second
     app on the same database (another worker) refuses the sixth guess too."""
     from datetime import timedelta
 
-    from study_app import create_app
     from study_app.models import LoginFailure
 
-    url, options = database
-    other_worker = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SQLALCHEMY_ENGINE_OPTIONS": options,
-            "MEDIA_DIR": str(tmp_path / "media"),
-            "WTF_CSRF_ENABLED": False,
-            "SECRET_KEY": "test-secret",
-        }
-    )
+    other_worker = make_app(*database)
     guess = {"email": "owner@example.org", "password": "wrong"}
     for _ in range(5):
         assert app.test_client().post("/researcher/login", data=guess).status_code == 401
@@ -308,9 +297,6 @@ def test_login_throttle_is_shared_by_every_worker_and_expires(app, database, dem
     assert other_worker.test_client().post("/researcher/login", data=right).status_code == 302
     with app.app_context():
         assert db.session.scalar(select(func.count(LoginFailure.id))) == 0
-    with other_worker.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 # Path traversal through the import command ------------------------------------------------
