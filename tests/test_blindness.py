@@ -52,6 +52,7 @@ STUDIES = {
     "mushra-similarity-fit": (DATA / "new_types_study.yaml", "demo_set_dir"),
     "p808-2afc": (DATA / "p808_2afc_study.yaml", "long_demo_set_dir"),
 }
+SCRIPT_SRC = re.compile(r'<script src="([^"]+)"')
 # Names of items that are not conditions of the set but must stay hidden all the same.
 HIDDEN_ITEMS = {
     "p808_gold_high",
@@ -59,6 +60,8 @@ HIDDEN_ITEMS = {
     "p808_trap",
     "anchor_lp35",
     "anchor_lp70",
+    "lp35",
+    "lp70",
     "hidden_reference",
     "p808_tones",
 }
@@ -96,6 +99,14 @@ def test_nothing_participant_facing_names_a_condition(request, app, client, make
         assert response.status_code == 303, page.trial_type
     else:
         raise AssertionError("study did not end")
+    # the scripts the pages load are participant-facing too
+    pages = [
+        body.decode("utf-8")
+        for _, h, body in seen
+        if h.get("Content-Type", "").startswith("text/html")
+    ]
+    for script in sorted({src for html in pages for src in SCRIPT_SRC.findall(html)}):
+        assert fetch("get", script).status_code == 200
 
     with app.app_context():
         tokens = {t for (t,) in db.session.execute(select(Trial.token))}
@@ -109,7 +120,7 @@ def test_nothing_participant_facing_names_a_condition(request, app, client, make
 
     for url, headers, body in seen:
         texts = [scrub(url)] + [scrub(f"{k}: {v}") for k, v in headers.items()]
-        if headers.get("Content-Type", "").startswith("text/"):
+        if headers.get("Content-Type", "").startswith(("text/", "application/javascript")):
             texts.append(scrub(body.decode("utf-8")))
         for text in texts:
             for secret in forbidden:

@@ -17,6 +17,7 @@ from typing import Any
 from ..catalog import Catalog
 from ..counterbalance import latin_square_cells
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
+from .similarity import coverage_problems
 
 STRENGTHS = {1: "slightly", 2: "clearly", 3: "strongly"}
 
@@ -47,7 +48,6 @@ class FitPreference(TrialType):
             return [f"block {bid!r}: 'conditions' must be a list of condition names"]
         if len(set(conditions)) < 2:
             return [f"block {bid!r}: a preference needs at least two different conditions"]
-        problems = []
         pairs_ok = pairs is None or (
             isinstance(pairs, list)
             and bool(pairs)
@@ -61,22 +61,13 @@ class FitPreference(TrialType):
                 f"block {bid!r}: 'pairs' must list pairs of two different conditions "
                 "named in 'conditions'"
             ]
-        missing = set(conditions) - catalog.conditions()
-        if missing:
-            problems.append(f"block {bid!r}: the stimulus set has no condition {sorted(missing)}")
-        segments = catalog.segments_with(conditions)
-        if not segments:
-            problems.append(f"block {bid!r}: no segment has a clip of every listed condition")
-        trials = block["trials_per_participant"]
-        if trials is not None and (
-            not isinstance(trials, int) or isinstance(trials, bool) or trials < 1
-        ):
-            problems.append(f"block {bid!r}: 'trials_per_participant' must be >= 1")
-        elif trials is not None and segments and trials > len(segments) * len(ordered_pairs(block)):
-            problems.append(
-                f"block {bid!r}: {trials} trials asked but only "
-                f"{len(segments) * len(ordered_pairs(block))} (segment, ordered pair) cells exist"
-            )
+        problems = coverage_problems(
+            block,
+            catalog,
+            conditions,
+            cells_per_segment=len(ordered_pairs(block)),
+            cells="only {n} (segment, ordered pair) cells exist",
+        )
         if not isinstance(block["ask_strength"], bool):
             problems.append(f"block {bid!r}: 'ask_strength' must be true or false")
         return problems

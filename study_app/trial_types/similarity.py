@@ -44,11 +44,31 @@ def validate_single(block: Mapping[str, Any], catalog: Catalog, required: list[s
     conditions = block["conditions"]
     if not conditions or not all(isinstance(c, str) for c in conditions):
         return [f"block {bid!r}: 'conditions' must list at least one condition"]
+    return coverage_problems(
+        block,
+        catalog,
+        [*required, *conditions],
+        cells_per_segment=len(conditions),
+        cells="the set has only {n} clips of these conditions",
+    )
+
+
+def coverage_problems(
+    block: Mapping[str, Any],
+    catalog: Catalog,
+    needed: list[str],
+    *,
+    cells_per_segment: int,
+    cells: str,
+) -> list[str]:
+    """The set has every listed condition, some segment has all of `needed`, and
+    `trials_per_participant` fits in the (segment, cell) grid; `cells` words the bound ({n})."""
+    bid = block["id"]
     problems = []
-    missing = set(conditions) - catalog.conditions()
+    missing = set(block["conditions"]) - catalog.conditions()
     if missing:
         problems.append(f"block {bid!r}: the stimulus set has no condition {sorted(missing)}")
-    segments = catalog.segments_with([*required, *conditions])
+    segments = catalog.segments_with(needed)
     if not segments:
         problems.append(f"block {bid!r}: no segment has a clip of every listed condition")
     trials = block["trials_per_participant"]
@@ -56,11 +76,9 @@ def validate_single(block: Mapping[str, Any], catalog: Catalog, required: list[s
         not isinstance(trials, int) or isinstance(trials, bool) or trials < 1
     ):
         problems.append(f"block {bid!r}: 'trials_per_participant' must be >= 1")
-    elif trials is not None and segments and trials > len(segments) * len(conditions):
-        problems.append(
-            f"block {bid!r}: {trials} trials asked but the set has only "
-            f"{len(segments) * len(conditions)} clips of these conditions"
-        )
+    elif trials is not None and segments and trials > len(segments) * cells_per_segment:
+        n = len(segments) * cells_per_segment
+        problems.append(f"block {bid!r}: {trials} trials asked but {cells.format(n=n)}")
     return problems
 
 

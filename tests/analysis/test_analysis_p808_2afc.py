@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from agresti import BASEBALL, TEAMS
 from scipy import stats
 
 from analysis import mos, preference
-from analysis.load import ExportError, read_export, validate_responses
+from analysis.load import REQUIRED_COLUMNS, ExportError, read_export, validate_responses
 from analysis.report import ReportConfig, new_trial_type_tables, report_from_files
 from analysis.simulate import Truth, simulate_export
 
@@ -155,18 +156,7 @@ def test_mos_confidence_interval_by_hand():
 
 
 # --------------------------------------------------------------------------- 2AFC fit preference
-# Agresti (2002) Table 10.10 (1987 American League East), as in test_analysis_new_types.py;
-# Table 10.11: fitted log-worths with Baltimore = 0.
-TEAMS = ["Milwaukee", "Detroit", "Toronto", "New York", "Boston", "Cleveland", "Baltimore"]
-BASEBALL = [
-    [0, 7, 9, 7, 7, 9, 11],
-    [6, 0, 7, 5, 11, 9, 9],
-    [4, 6, 0, 7, 7, 8, 12],
-    [6, 8, 6, 0, 6, 7, 10],
-    [6, 2, 6, 7, 0, 7, 12],
-    [4, 4, 5, 6, 6, 0, 6],
-    [2, 4, 1, 3, 1, 7, 0],
-]
+# Agresti (2002) Table 10.10 (1987 American League East, tests/agresti.py).
 
 
 def fit_preference_rows(wins: list[list[int]], names: list[str], seed: int = 0) -> pd.DataFrame:
@@ -253,24 +243,7 @@ def test_bradley_terry_table_says_why_when_no_fit_exists():
 
 # --------------------------------------------------------------------------- loading the export
 def core_frame(n: int) -> pd.DataFrame:
-    columns = [
-        "participant",
-        "block",
-        "trial_type",
-        "is_catch",
-        "source",
-        "segment",
-        "condition",
-        "correct",
-        "valence",
-        "arousal",
-        "gems",
-        "fit",
-        "rt_ms",
-        "flag_failed_screening",
-        "flag_failed_catch",
-        "flag_too_fast",
-    ]
+    columns = list(REQUIRED_COLUMNS)
     frame = pd.DataFrame({c: [pd.NA] * n for c in columns}, dtype=object)
     frame[["participant", "is_catch", "rt_ms"]] = ["P1", "0", "9000"]
     frame[["flag_failed_screening", "flag_failed_catch", "flag_too_fast"]] = "0"
