@@ -23,7 +23,6 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 
 from .audio import dithered_rendition
 from .design import with_defaults
@@ -35,9 +34,10 @@ from .services import (
     AnswerError,
     ExternalIds,
     OutOfOrder,
+    Position,
     completed_count,
-    current_trial,
     enroll,
+    locate,
     progress_counts,
     record_answer,
 )
@@ -68,15 +68,12 @@ def _no_store(response):
     return response
 
 
-def _participant(token: str) -> Participant:
+def _position(token: str, *, with_progress: bool = False) -> Position:
     _token_or_404(token)
-    # Every participant route needs the study (design, stimulus set): one query, not two.
-    participant = db.session.scalar(
-        select(Participant).options(joinedload(Participant.study)).where(Participant.token == token)
-    )
-    if participant is None:
+    position = locate(token, with_progress=with_progress)
+    if position is None:
         abort(404)
-    return participant
+    return position
 
 
 def _trial(participant: Participant, token: str) -> Trial:
@@ -151,18 +148,25 @@ def _progress(participant: Participant) -> dict[str, int]:
 
 @bp.get("/p/<token>/")
 def step(token: str):
-    participant = _participant(token)
-    study = participant.study
-    trial = current_trial(participant)
+    position = _position(token, with_progress=True)
+    participant, trial = position.participant, position.current
     if trial is None or participant.screened_out:
         return _finish(participant)
     if trial.presented_at is None:
         trial.presented_at = utcnow()
         db.session.commit()
-    return _render_trial(participant, trial, study)
+    progress = {"done": position.answered, "total": position.total}
+    return _render_trial(participant, trial, participant.study, progress=progress)
 
 
-def _render_trial(participant: Participant, trial: Trial, study: Study, problems=(), status=200):
+def _render_trial(
+    participant: Participant,
+    trial: Trial,
+    study: Study,
+    problems=(),
+    status=200,
+    progress: dict[str, int] | None = None,
+):
     trial_type = get_trial_type(trial.trial_type)
     block = with_defaults(study.design["blocks"][trial.block_index])
     media = {
@@ -176,7 +180,7 @@ def _render_trial(participant: Participant, trial: Trial, study: Study, problems
         trial_token=trial.token,
         participant_token=participant.token,
         media=media,
-        progress=_progress(participant),
+        progress=progress or _progress(participant),
         problems=problems,
         preview=participant.is_preview,
         **trial_type.page_context(trial.spec, block),
@@ -208,10 +212,14 @@ def _finish(participant: Participant):
 
 @bp.post("/p/<token>/t/<trial_token>")
 def answer(token: str, trial_token: str):
-    participant = _participant(token)
-    trial = _trial(participant, trial_token)
+    position = _position(token)
+    participant, current = position.participant, position.current
+    if current is not None and current.token == trial_token:
+        trial = current
+    else:  # a repeated submit, a stale tab, or a forged token
+        trial = _trial(participant, trial_token)
     try:
-        record_answer(trial, request.form)
+        record_answer(trial, current, request.form)
     except AnswerError as exc:
         return _render_trial(participant, trial, participant.study, exc.problems, status=400)
     except OutOfOrder:
@@ -237,9 +245,9 @@ def _apply_screening(participant: Participant, trial: Trial) -> None:
 
 @bp.get("/p/<token>/t/<trial_token>/m/<slot>")
 def media(token: str, trial_token: str, slot: str):
-    participant = _participant(token)
     _token_or_404(trial_token)
-    trial = current_trial(participant)
+    position = _position(token)
+    participant, trial = position.participant, position.current
     if trial is None or trial.token != trial_token:
         abort(404)  # media of the current trial only: no peeking ahead (nor another's trials)
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)

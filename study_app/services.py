@@ -5,6 +5,7 @@ Each function that writes commits once, so it either happens whole or not at all
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,8 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased, joinedload
 
 from .audio import canonical_wav_bytes
 from .catalog import Catalog
@@ -325,20 +327,63 @@ def _answerable_types() -> list[str]:
     return sorted(name for name, t in all_trial_types().items() if t.answerable)
 
 
-def current_trial(participant: Participant) -> Trial | None:
-    """The first trial still to answer (None when only informative pages are left).
-
-    One query: it runs on every page, media and answer request."""
-    unanswered = ~select(Response.id).where(Response.trial_id == Trial.id).exists()
-    return db.session.scalar(
-        select(Trial)
-        .where(
-            Trial.participant_id == participant.id,
-            Trial.trial_type.in_(_answerable_types()),
-            unanswered,
-        )
-        .order_by(Trial.trial_index)
+def _first_open_trial_id(participant_id: Any, types: list[str]):
+    """Id of the participant's first answerable trial without a response, as a subquery."""
+    trial = aliased(Trial)
+    unanswered = ~select(Response.id).where(Response.trial_id == trial.id).exists()
+    return (
+        select(trial.id)
+        .where(trial.participant_id == participant_id, trial.trial_type.in_(types), unanswered)
+        .order_by(trial.trial_index)
         .limit(1)
+        .scalar_subquery()
+    )
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a participant stands: the participant (with the study loaded), the first trial still
+    to answer (None when only informative pages are left) and, when asked for, the progress
+    over the answerable trials."""
+
+    participant: Participant
+    current: Trial | None
+    answered: int | None = None
+    total: int | None = None
+
+
+def locate(token: str, *, with_progress: bool = False) -> Position | None:
+    """A participant by token, their current trial and (optionally) their progress: one query,
+    because every page, media and answer request starts here."""
+    statement = _locate_statement(tuple(_answerable_types()), with_progress)
+    row = db.session.execute(statement, {"token": token}).first()
+    if row is None:
+        return None
+    if with_progress:
+        return Position(row[0], row[1], int(row[2]), int(row[3]))
+    return Position(row[0], row[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _locate_statement(types: tuple[str, ...], with_progress: bool) -> Select:
+    """Built once: constructing a statement with aliases costs more than running it."""
+    columns: list[Any] = [Participant, Trial]
+    if with_progress:
+        counted = aliased(Trial)
+        answerable = (counted.participant_id == Participant.id) & counted.trial_type.in_(types)
+        total = select(func.count(counted.id)).where(answerable).scalar_subquery()
+        answered = (
+            select(func.count(Response.id))
+            .join(counted, Response.trial_id == counted.id)
+            .where(answerable)
+            .scalar_subquery()
+        )
+        columns += [answered, total]
+    return (
+        select(*columns)
+        .options(joinedload(Participant.study))
+        .outerjoin(Trial, Trial.id == _first_open_trial_id(Participant.id, list(types)))
+        .where(Participant.token == bindparam("token"))
     )
 
 
@@ -360,21 +405,26 @@ class OutOfOrder(ValueError):
     """An answer to a trial the participant has not reached."""
 
 
-def record_answer(trial: Trial, form: Any, now: datetime | None = None) -> bool:
-    """Store an answer to the participant's current trial. True if stored, False if the trial
-    had been answered already (a repeated submit: the first answer stands, nothing is added).
+def record_answer(
+    trial: Trial, current: Trial | None, form: Any, now: datetime | None = None
+) -> bool:
+    """Store an answer to `trial`, given the participant's `current` trial (from `locate`).
+    True if stored, False if the trial had been answered already (a repeated submit: the first
+    answer stands, nothing is added).
 
     Raises AnswerError for an invalid answer and OutOfOrder for a trial not yet reached.
     """
-    if trial.response is not None:
-        return False
-    current = current_trial(trial.participant)
     if current is None or current.id != trial.id:
+        # Every answerable trial before the current one has its answer (that is what makes the
+        # current one current), so only those can be repeats; anything else is out of order.
+        answerable = get_trial_type(trial.trial_type).answerable
+        if answerable and (current is None or trial.trial_index < current.trial_index):
+            return False
         raise OutOfOrder("this trial is not the participant's current trial")
     trial_type = get_trial_type(trial.trial_type)
     block = with_defaults(trial.participant.study.design["blocks"][trial.block_index])
     answer = trial_type.parse_answer(trial.spec, block, form)
-    db.session.add(Response(trial=trial, answer=answer, answered_at=now or utcnow()))
+    db.session.add(Response(trial_id=trial.id, answer=answer, answered_at=now or utcnow()))
     if trial.presented_at is None:
         trial.presented_at = now or utcnow()
     try:
@@ -394,8 +444,8 @@ __all__ = [
     "OutOfOrder",
     "catalog_for",
     "create_study",
-    "current_trial",
     "enroll",
     "import_stimulus_set",
+    "locate",
     "record_answer",
 ]

@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             if not records:
                 print(f"no steps to train: {arguments.out} is already at the requested step")
                 return 0
+            from synthesis.gan import training_throughput
+
+            throughput = training_throughput(records)
+            speed = f" ({throughput:.2f} segments/s on {device})" if throughput else ""
             print(
-                f"GAN trained to step {records[-1]['step']}: reconstruction loss "
+                f"GAN trained to step {records[-1]['step']}{speed}: reconstruction loss "
                 f"{records[0]['reconstruction']:.4f} -> {records[-1]['reconstruction']:.4f}; "
                 f"point gan.checkpoint at {arguments.out / 'gan-generator.safetensors'}"
             )

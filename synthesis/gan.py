@@ -529,6 +529,15 @@ class GanStep:
     feature_matching: float | None
     reconstruction: float
     seconds: float
+    segments: int = 0  # in the step's batch: segments / seconds is the training throughput
+
+
+def training_throughput(records: list[dict[str, Any]]) -> float | None:
+    """Segments per second over the logged steps (timed from batch assembly to optimizer step,
+    checkpoint writing excluded); None for a log without timings."""
+    seconds = sum(record.get("seconds", 0.0) for record in records)
+    segments = sum(record.get("segments", 0) for record in records)
+    return segments / seconds if seconds > 0 and segments > 0 else None
 
 
 def _read_log(path: pathlib.Path, up_to_step: int) -> list[dict[str, Any]]:
@@ -747,6 +756,7 @@ def train_gan(
                 feature_matching=feature_value,
                 reconstruction=float(reconstruction.detach()),
                 seconds=round(time.perf_counter() - started, 4),
+                segments=len(chosen),
             )
             records.append(asdict(record))
             with open(log_path, "a", encoding="utf-8") as handle:

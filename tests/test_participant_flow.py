@@ -166,3 +166,28 @@ def test_closed_study_turns_participants_away_politely(app, client, demo_study):
     response = client.get(f"/join/{token}")
     assert response.status_code == 403
     assert "not taking participants" in response.get_data(as_text=True)
+
+
+def test_progress_and_position_come_from_one_query(app, client, demo_study):
+    """The page's progress counts what is stored, and every participant request starts with a
+    single query (participant, study, current trial and progress together)."""
+    from sqlalchemy import event
+
+    step = start(client, entry_token(app, demo_study))
+    for _ in range(3):
+        answer(client, current(client, step))
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        page = current(client, step)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    with app.app_context():
+        participant = db.session.scalar(select(Participant))
+        total = sum(1 for t in participant.trials if t.trial_type != "debrief")
+    assert f"3 of {total} answered" in page.html
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, selects

@@ -26,6 +26,7 @@ from synthesis.gan import (
     prepare_examples,
     save_generator,
     train_gan,
+    training_throughput,
 )
 from synthesis.models import ByteTokenizer, LoadedMusicgen, build_tiny_musicgen
 from synthesis.pipeline import generate_set
@@ -223,6 +224,11 @@ def test_train_gan_cli_logs_losses_and_keeps_the_encoder_frozen(trained_set):
     logged = [json.loads(line) for line in (folder / "checkpoints" / "loss_log.jsonl").open()]
     assert [record["step"] for record in logged] == [1, 2, 3, 4]
     assert all(set(LOSS_FIELDS) <= set(record) for record in logged)
+    assert all(record["segments"] >= 1 and record["seconds"] > 0 for record in logged)
+    throughput = training_throughput(logged)
+    assert throughput == pytest.approx(
+        sum(r["segments"] for r in logged) / sum(r["seconds"] for r in logged)
+    )
     sidecar = json.loads(checkpoint.with_suffix(".json").read_text())
     assert sidecar["steps"] == 4 and sidecar["seed"] == 0
     assert len(sidecar["training_segments"]) == 4  # two 1 s segments from each 3 s video
