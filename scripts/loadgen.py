@@ -9,7 +9,8 @@ endpoint, /healthz, served by the same gunicorn at the same concurrency), then t
 participant joins (GET + POST with the CSRF token), and for every trial GETs the page, parses the
 form action and media URLs, fetches each medium with `Range: bytes=0-` as browsers do, and posts
 a valid answer. It reports throughput and p50/p95/p99 latency per endpoint, the trial loop's p99
-and its throughput as a share of the ceiling, and checks in the database that every
+and its throughput as a share of the ceiling, the CPU milliseconds per request spent by the
+server, PostgreSQL and the client in each phase, and checks in the database that every
 acknowledged answer (303) is stored exactly once and nothing else is.
 
 Everything is bounded: the number of participants and requests, a per-request timeout and a
@@ -440,6 +441,42 @@ def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[s
     }
 
 
+def cpu_seconds(server_group: int) -> dict[str, float]:
+    """CPU time used so far (user + system, seconds) by the gunicorn process group, the
+    PostgreSQL server processes and this client: where a request's cost goes when all three
+    share the machine's cores. Read from /proc (Linux); empty elsewhere."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    server = database = 0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()  # fields 3.. of proc(5)
+        used = int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        if int(fields[2]) == server_group:
+            server += used
+        elif name == "postgres":
+            database += used
+    own = os.times()
+    return {
+        "server": server / ticks,
+        "database": database / ticks,
+        "client": own.user + own.system,
+    }
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int):
+    """CPU milliseconds per request by component between two `cpu_seconds` readings."""
+    if not before or not requests:
+        return {}
+    return {name: round(1000 * (after[name] - before[name]) / requests, 3) for name in before}
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
@@ -504,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         bare = Recorder()
         asyncio.run(run_bare(server.base, 200, args.concurrency, Recorder()))  # warm-up
         recorder = Recorder()
+        cpu_before_study = cpu_seconds(server.process.pid)
         study_seconds = asyncio.run(
             run_participants(
                 server.base,
@@ -514,9 +552,16 @@ def main(argv: list[str] | None = None) -> int:
                 time_limit=args.time_limit,
             )
         )
+        cpu_after_study = cpu_seconds(server.process.pid)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
         bare_seconds = asyncio.run(run_bare(server.base, loop_requests, args.concurrency, bare))
+        cpu_after_bare = cpu_seconds(server.process.pid)
         figures = summary(recorder, bare, study_seconds, bare_seconds)
+        study_requests = sum(len(v) for v in recorder.latencies.values())
+        figures["cpu_ms_per_request"] = {
+            "study": cpu_per_request(cpu_before_study, cpu_after_study, study_requests),
+            "healthz": cpu_per_request(cpu_after_study, cpu_after_bare, loop_requests),
+        }
         figures["setup"] = {
             "participants": args.participants,
             "concurrency": args.concurrency,
