@@ -282,12 +282,16 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     """
     if canonical[:4] != b"RIFF" or canonical[36:40] != b"data":
         raise ValueError("not a canonical 16-bit WAV (fmt then data, nothing else)")
-    samples = np.frombuffer(canonical, dtype="<i2", offset=44).astype(np.int32)
+    samples = np.frombuffer(canonical, dtype="<i2", offset=44)
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"))
     # Two random bits per sample, one byte each: bit0 - bit1 is -1, 0, +1 with probabilities
     # 1/4, 1/2, 1/4 (triangular). Random bytes are ~10x cheaper than two integer draws, and
     # this runs for every audio request.
     bits = np.frombuffer(rng.bytes(samples.size), dtype=np.uint8)
-    noise = (bits & 1).astype(np.int32) - ((bits >> 1) & 1)
-    dithered = np.clip(samples + noise, -32768, 32767).astype("<i2")
-    return canonical[:44] + dithered.tobytes()
+    noise = (bits & 1).view(np.int8) - ((bits >> 1) & 1).view(np.int8)
+    # In 16 bits (half the time of widening to 32 and clipping): the sum wraps only at full
+    # scale, where the sample is put back, i.e. clipped.
+    dithered = samples + noise
+    dithered[(samples == 32767) & (noise == 1)] = 32767
+    dithered[(samples == -32768) & (noise == -1)] = -32768
+    return canonical[:44] + dithered.astype("<i2", copy=False).tobytes()

@@ -192,3 +192,33 @@ def test_abx_slots_are_never_byte_identical(app, client, demo_study):
     assert client.get(x_url).get_data() == bodies["x"]
     part = client.get(x_url, headers={"Range": "bytes=1000-1999"})
     assert part.status_code == 206 and part.get_data() == bodies["x"][1000:2000]
+
+
+def test_dither_is_triangular_one_lsb_and_clips_at_full_scale():
+    """The served rendition is the canonical samples plus noise in {-1, 0, +1} (1/4, 1/2, 1/4),
+    clipped to 16 bits, bit for bit as the plain widen-add-clip formula gives it."""
+    import hashlib
+    import struct
+
+    import numpy as np
+
+    from study_app.audio import dithered_rendition
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-32768, 32768, 40_000).astype("<i2")
+    samples[:10_000:2], samples[1:10_000:2] = 32767, -32768  # full scale, both ways
+    header = b"RIFF" + struct.pack("<I", 36 + 2 * samples.size) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
+    header += b"data" + struct.pack("<I", 2 * samples.size)
+    served = dithered_rendition(header + samples.tobytes(), "trial/x")
+    assert served[:44] == header
+    out = np.frombuffer(served[44:], dtype="<i2").astype(np.int32)
+
+    seeded = np.random.default_rng(int.from_bytes(hashlib.sha256(b"trial/x").digest()[:8], "big"))
+    bits = np.frombuffer(seeded.bytes(samples.size), dtype=np.uint8).astype(np.int32)
+    expected = np.clip(samples.astype(np.int32) + (bits & 1) - ((bits >> 1) & 1), -32768, 32767)
+    assert np.array_equal(out, expected)
+    noise = out[10_000:] - samples[10_000:].astype(np.int32)
+    shares = [np.mean(noise == step) for step in (-1, 0, 1)]
+    assert np.allclose(shares, [0.25, 0.5, 0.25], atol=0.01)
+    assert out[:10_000:2].max() == 32767 and out[1:10_000:2].min() == -32768
