@@ -1,11 +1,16 @@
 """kill -9 the server while participants answer: no acknowledged answer is lost or doubled, and
-everyone resumes at the right trial (scripts/durability.py, small and bounded)."""
+everyone resumes at the right trial (scripts/durability.py, small and bounded); and the load
+generator it is built on (scripts/loadgen.py) end to end."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 pytestmark = [
-    pytest.mark.slow,  # about 20 s per database: three gunicorn start-ups
+    pytest.mark.slow,  # gunicorn start-ups: about 20 s per database for the kills, 10 s for load
     pytest.mark.skipif(
         importlib.util.find_spec("gunicorn") is None or importlib.util.find_spec("aiohttp") is None,
         reason="needs gunicorn and aiohttp (dev extra)",
@@ -65,3 +70,40 @@ def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, dem
     assert result["unacknowledged_with_answers"] == 0
     # each of the 10 participants answered their 15 trials exactly once, nothing more
     assert result["stored_answers"] == 10 * 15
+
+
+def test_loadgen_reports_latency_throughput_cpu_and_integrity(durability, tmp_path):
+    import loadgen
+
+    out = tmp_path / "load.json"
+    arguments = ["--participants", "4", "--concurrency", "2", "--workers", "2"]
+    assert loadgen.main([*arguments, "--database", "sqlite", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    integrity = figures["integrity"]
+    assert integrity["finished"] == 4
+    assert integrity["acknowledged_answers"] == integrity["stored_answers"] == 4 * 15
+    assert integrity["lost"] == integrity["duplicated"] == 0
+    assert figures["endpoints"]["media"]["n"] == 4 * 32  # the demo study: 32 media fetches each
+    assert figures["healthz"]["n"] == figures["trial_loop"]["n"]
+    assert 0 < figures["throughput_ratio"] < 1
+    if Path("/proc/self/stat").exists():
+        cpu = figures["cpu_ms_per_request"]
+        study, bare = cpu["study"], cpu["healthz"]
+        assert study["server"] > bare["server"] > 0  # a trial request costs more than /healthz
+        assert study["client"] > 0 and bare["client"] > 0
+
+
+def test_cpu_seconds_counts_a_process_group(durability):
+    import loadgen
+
+    spin = "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    try:
+        time.sleep(0.6)
+        used = loadgen.cpu_seconds(busy.pid)  # the group it leads, as gunicorn's in loadgen
+    finally:
+        busy.wait(timeout=10)
+    if not used:
+        pytest.skip("no /proc here")
+    assert used["server"] > 0.1
+    assert used["client"] == pytest.approx(sum(os.times()[:2]), abs=0.5)
