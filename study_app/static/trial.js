@@ -34,9 +34,10 @@
       updateLock();
     });
     if (video) {
-      // The audio clock leads; the muted video follows it (a drift over 40 ms is corrected).
+      // The audio clock leads; the muted video follows it. av_sync.js steers it frame by frame;
+      // this coarse check is the backstop for a drift it did not catch.
       audio.addEventListener("timeupdate", function () {
-        if (Math.abs(video.currentTime - audio.currentTime) > 0.04) {
+        if (Math.abs(video.currentTime - audio.currentTime) > 0.15) {
           video.currentTime = audio.currentTime;
         }
       });
