@@ -7,10 +7,12 @@ stored twice and that every participant resumed at the right trial.
         .venv/bin/python scripts/durability.py --restart-postgres scratch
 
 `--restart-postgres CLUSTER` runs `pg_ctlcluster --skip-systemctl-redirect 15 CLUSTER restart`
-mid-run. That breaks every connection to that cluster, so use a scratch cluster
-(`pg_createcluster 15 scratch --port 5499 --start`, trust auth, dropped afterwards with
-`pg_dropcluster --stop 15 scratch`) or `main` only where nothing else needs it at that moment.
-tests/test_durability.py runs the server kill only, on a small scale.
+mid-run: after the first kill, or with `--kills 0` while the server keeps running (its pooled
+connections all break at once and must be replaced without losing anything). That breaks every
+connection to that cluster, so use a scratch cluster (`pg_createcluster 15 scratch --port 5499
+--start`, trust auth, dropped afterwards with `pg_dropcluster --stop 15 scratch`) or `main` only
+where nothing else needs it at that moment.
+tests/test_durability.py runs both on a small scale (the restart on a scratch cluster it creates).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,9 +41,15 @@ from loadgen import (  # noqa: E402
 )
 
 
-def restart_postgres(cluster: str = "main") -> None:
+def installed_postgres_version() -> str:
+    """The newest PostgreSQL major version with Debian cluster configuration (/etc/postgresql)."""
+    return max(os.listdir("/etc/postgresql"), key=int)
+
+
+def restart_postgres(cluster: str = "main", version: str | None = None) -> None:
+    version = version or installed_postgres_version()
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", "15", cluster, "restart"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"],
         check=True,
         timeout=60,
     )
@@ -48,6 +57,13 @@ def restart_postgres(cluster: str = "main") -> None:
 
 async def _chaos(server: Server, kills: int, every: float, restart_db, log: list) -> None:
     loop = asyncio.get_running_loop()
+    if restart_db and kills == 0:
+        # The database alone goes away and comes back; the server keeps running on connections
+        # that are all dead now.
+        await asyncio.sleep(every)
+        await loop.run_in_executor(None, restart_postgres, restart_db)
+        log.append({"at": time.monotonic(), "event": "postgresql restarted"})
+        return
     for number in range(kills):
         await asyncio.sleep(every)
         await loop.run_in_executor(None, server.kill9)
@@ -112,6 +128,7 @@ def run_durability(
     result.update(
         seconds=round(seconds, 1),
         kills=sum(1 for e in events if e["event"].startswith("kill")),
+        database_restarts=sum(1 for e in events if e["event"] == "postgresql restarted"),
         client_retries=recorder.retries,
         connection_errors=sum(recorder.errors.values()),
     )

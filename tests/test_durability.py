@@ -107,3 +107,62 @@ def test_cpu_seconds_counts_a_process_group(durability):
         pytest.skip("no /proc here")
     assert used["server"] > 0.1
     assert used["client"] == pytest.approx(sum(os.times()[:2]), abs=0.5)
+
+
+@pytest.fixture
+def scratch_cluster(durability):
+    """A PostgreSQL cluster of our own on a free port, so that restarting it disturbs nobody."""
+    import loadgen
+
+    if shutil.which("pg_createcluster") is None or os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the database restart test needs Debian's pg_createcluster, as root")
+        pytest.skip("needs Debian's pg_createcluster, as root")
+    version = durability.installed_postgres_version()
+    name, port = f"sstest{os.getpid()}", loadgen.free_port()
+    run = lambda *command: subprocess.run(command, check=True, capture_output=True, timeout=120)  # noqa: E731
+    run("pg_createcluster", version, name, "-p", str(port), "--", "--auth=trust")
+    try:
+        run("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start")
+        yield name, f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            ["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120
+        )
+
+
+def test_database_restart_under_load_loses_nothing(
+    durability, scratch_cluster, tmp_path, demo_set_dir
+):
+    """PostgreSQL restarts while the server keeps running: every pooled connection breaks at
+    once. Requests during the outage fail (the clients retry); afterwards the workers carry on
+    on new connections, and nothing acknowledged is lost or doubled."""
+    import loadgen
+
+    cluster, admin_url = scratch_cluster
+    set_dir = tmp_path / "set"
+    shutil.copytree(demo_set_dir, set_dir)
+    with loadgen.scratch_postgres(admin_url) as url:
+        entry = loadgen.set_up_study(url, tmp_path / "media", set_dir)
+        result = durability.run_durability(
+            url,
+            tmp_path / "media",
+            entry,
+            participants=10,
+            concurrency=3,
+            kills=0,
+            every=1.5,
+            workers=2,
+            restart_db=cluster,
+            time_limit=90,
+            log=tmp_path / "gunicorn.log",
+        )
+    assert result["database_restarts"] == 1
+    assert result["client_retries"] > 0, "the restart happened after everyone had finished"
+    assert result["lost"] == 0
+    assert result["duplicated"] == 0
+    assert result["acknowledged_twice"] == 0
+    assert result["participants_out_of_order"] == 0
+    assert result["finished"] == 10
+    assert result["unacknowledged_with_answers"] == 0
+    assert result["stored_answers"] == 10 * 15

@@ -191,3 +191,50 @@ def test_progress_and_position_come_from_one_query(app, client, demo_study):
     assert f"3 of {total} answered" in page.html
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 1, selects
+
+
+def test_trial_requests_run_in_autocommit_with_at_most_two_statements(app, client, demo_study):
+    """A page, a medium or an answer makes one write at most, a single statement, so they run
+    in autocommit (no BEGIN and COMMIT round trips); the answer is still stored before the 303.
+    Joining writes a participant and their schedule together, so it keeps its transaction."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    seen: list[tuple[str, str | None]] = []
+
+    def listener(conn, cursor, statement, *args):
+        seen.append(
+            (statement.split()[0].upper(), conn.get_execution_options().get("isolation_level"))
+        )
+
+    def statements(request):
+        seen.clear()
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            response = request()
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        return response, list(seen)
+
+    response, joined = statements(lambda: client.post(f"/join/{entry_token(app, demo_study)}"))
+    assert "INSERT" in {kind for kind, _ in joined}
+    assert {level for _, level in joined} == {None}  # the engine's default: a transaction
+    step = response.headers["Location"]
+    answer(client, current(client, step))  # past the consent page: the next one has media
+
+    page_response, page_statements = statements(lambda: client.get(step))
+    page = current(client, step)
+    assert page.media
+    medium, media_statements = statements(lambda: client.get(page.media[0]))
+    again, again_statements = statements(lambda: client.get(page.media[0]))
+    acknowledged, answer_statements = statements(lambda: answer(client, page))
+    assert (page_response.status_code, medium.status_code, again.status_code) == (200, 200, 200)
+    assert acknowledged.status_code == 303
+    assert [kind for kind, _ in page_statements] == ["SELECT", "UPDATE"]  # locate, first view
+    assert [kind for kind, _ in media_statements] in (["SELECT"], ["SELECT", "SELECT"])
+    assert [kind for kind, _ in again_statements] == ["SELECT"]  # the clip's file is known now
+    assert [kind for kind, _ in answer_statements] == ["SELECT", "INSERT"]
+    for _, level in page_statements + media_statements + answer_statements:
+        assert level == "AUTOCOMMIT"
+    assert response_count(app) == 2  # the consent and this answer, committed
