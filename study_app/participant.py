@@ -32,10 +32,12 @@ from .quality import block_screening_failed
 from .services import (
     MEDIA_MTIME,
     AnswerError,
+    CurrentMedia,
     ExternalIds,
     OutOfOrder,
     Position,
     completed_count,
+    current_media,
     enroll,
     locate,
     progress_counts,
@@ -63,7 +65,8 @@ AUTOCOMMIT_ENDPOINTS = frozenset({"participant.step", "participant.answer", "par
 
 @bp.before_request
 def _autocommit_single_statement_writes() -> None:
-    if request.endpoint in AUTOCOMMIT_ENDPOINTS:
+    # (A request inside a caller's own transaction, like the blinding audit's, stays in it.)
+    if request.endpoint in AUTOCOMMIT_ENDPOINTS and not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
@@ -260,20 +263,20 @@ def _apply_screening(participant: Participant, trial: Trial) -> None:
 
 @bp.get("/p/<token>/t/<trial_token>/m/<slot>")
 def media(token: str, trial_token: str, slot: str):
+    _token_or_404(token)
     _token_or_404(trial_token)
-    position = _position(token)
-    participant, trial = position.participant, position.current
-    if trial is None or trial.token != trial_token:
+    trial = current_media(token)
+    if trial is None or trial.trial_token != trial_token:
         abort(404)  # media of the current trial only: no peeking ahead (nor another's trials)
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
     if ref is None:
         abort(404)
-    path, mimetype = _media_file(participant, trial, ref)
+    path, mimetype = _media_file(trial, ref)
     if mimetype == "audio/wav":
         # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
         # a trial type renders (anchors, gold and trapping clips, tones) goes the same way, so
         # its responses look exactly like those of a rated clip.
-        data = _rendition(str(path), f"{trial.token}/{slot}")
+        data = _rendition(str(path), f"{trial.trial_token}/{slot}")
         response = Response(data, mimetype=mimetype)
         response.last_modified = MEDIA_MTIME
         response.make_conditional(request, accept_ranges=True, complete_length=len(data))
@@ -299,9 +302,9 @@ def _rendition(path: str, seed: str) -> bytes:
     return dithered_rendition(Path(path).read_bytes(), seed)
 
 
-def _media_file(participant: Participant, trial: Trial, ref: MediaRef) -> tuple[Path, str]:
+def _media_file(trial: CurrentMedia, ref: MediaRef) -> tuple[Path, str]:
     media_dir = Path(current_app.config["MEDIA_DIR"])
-    set_id = participant.study.stimulus_set_id
+    set_id = trial.stimulus_set_id
 
     def clip_file(clip_key: str) -> Path:
         return media_dir / _stored_file("clip", set_id, clip_key)[0]

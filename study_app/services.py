@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
@@ -327,13 +328,20 @@ def _answerable_types() -> list[str]:
     return sorted(name for name, t in all_trial_types().items() if t.answerable)
 
 
-def _first_open_trial_id(participant_id: Any, types: list[str]):
+def _one_of(column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN (values)` for a fixed list, as plain equalities: an IN list is an "expanding"
+    parameter that SQLAlchemy re-renders into the SQL on every execution (a fifth of the cost
+    of a cached statement with eleven values), equalities are bound like any other parameter."""
+    return or_(*(column == value for value in values))
+
+
+def _first_open_trial_id(participant_id: Any, types: Sequence[str]):
     """Id of the participant's first answerable trial without a response, as a subquery."""
     trial = aliased(Trial)
     unanswered = ~select(Response.id).where(Response.trial_id == trial.id).exists()
     return (
         select(trial.id)
-        .where(trial.participant_id == participant_id, trial.trial_type.in_(types), unanswered)
+        .where(trial.participant_id == participant_id, _one_of(trial.trial_type, types), unanswered)
         .order_by(trial.trial_index)
         .limit(1)
         .scalar_subquery()
@@ -370,7 +378,7 @@ def _locate_statement(types: tuple[str, ...], with_progress: bool) -> Select:
     columns: list[Any] = [Participant, Trial]
     if with_progress:
         counted = aliased(Trial)
-        answerable = (counted.participant_id == Participant.id) & counted.trial_type.in_(types)
+        answerable = (counted.participant_id == Participant.id) & _one_of(counted.trial_type, types)
         total = select(func.count(counted.id)).where(answerable).scalar_subquery()
         answered = (
             select(func.count(Response.id))
@@ -382,7 +390,38 @@ def _locate_statement(types: tuple[str, ...], with_progress: bool) -> Select:
     return (
         select(*columns)
         .options(joinedload(Participant.study))
-        .outerjoin(Trial, Trial.id == _first_open_trial_id(Participant.id, list(types)))
+        .outerjoin(Trial, Trial.id == _first_open_trial_id(Participant.id, types))
+        .where(Participant.token == bindparam("token"))
+    )
+
+
+@dataclass(frozen=True)
+class CurrentMedia:
+    """What serving a medium needs to know of a participant's current trial, and no more."""
+
+    trial_token: str
+    trial_type: str
+    spec: dict[str, Any]
+    stimulus_set_id: int
+
+
+def current_media(token: str) -> CurrentMedia | None:
+    """The participant's current trial, for a media request: the same one `locate` finds, as
+    plain columns (half the requests are media, and building ORM objects for the participant,
+    the study and its design would cost more than the query)."""
+    row = db.session.execute(
+        _current_media_statement(tuple(_answerable_types())), {"token": token}
+    ).first()
+    return CurrentMedia(*row) if row is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _current_media_statement(types: tuple[str, ...]) -> Select:
+    return (
+        select(Trial.token, Trial.trial_type, Trial.spec, Study.stimulus_set_id)
+        .select_from(Participant)
+        .join(Study, Study.id == Participant.study_id)
+        .join(Trial, Trial.id == _first_open_trial_id(Participant.id, types))
         .where(Participant.token == bindparam("token"))
     )
 
@@ -444,6 +483,7 @@ __all__ = [
     "OutOfOrder",
     "catalog_for",
     "create_study",
+    "current_media",
     "enroll",
     "import_stimulus_set",
     "locate",
