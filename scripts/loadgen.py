@@ -4,13 +4,15 @@
 
 By default it sets everything up and tears it down again: a scratch PostgreSQL database (created
 and dropped; `--database sqlite` for SQLite in a temporary folder), the demo stimulus set and
-study, and gunicorn with `--workers` sync workers. It first measures the ceiling (a bare Flask
-endpoint, /healthz, served by the same gunicorn at the same concurrency), then the study: each
-participant joins (GET + POST with the CSRF token), and for every trial GETs the page, parses the
-form action and media URLs, fetches each medium with `Range: bytes=0-` as browsers do, and posts
-a valid answer. It reports throughput and p50/p95/p99 latency per endpoint, the trial loop's p99
-and its throughput as a share of the ceiling, the CPU milliseconds per request spent by the
-server, PostgreSQL and the client in each phase, and checks in the database that every
+study, and gunicorn with `--workers` sync workers. It measures the ceiling (a bare Flask
+endpoint, /healthz, served by the same gunicorn at the same concurrency, for as many requests as
+the trial loop makes: half before the study and half after, since a shared machine's speed
+drifts), and the study: each participant joins (GET + POST with the CSRF token), and for every
+trial GETs the page, parses the form action and media URLs, fetches each medium with `Range:
+bytes=0-` as browsers do, and posts a valid answer. It reports throughput and p50/p95/p99 latency
+per endpoint, the trial loop's p99 and its throughput as a share of the ceiling, the CPU
+milliseconds per request spent by the server, PostgreSQL and the client in each phase, and checks in
+the database that every
 acknowledged answer (303) is stored exactly once and nothing else is.
 
 Everything is bounded: the number of participants and requests, a per-request timeout and a
@@ -540,6 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(server.stop)
         bare = Recorder()
         asyncio.run(run_bare(server.base, 200, args.concurrency, Recorder()))  # warm-up
+        # The ceiling is measured twice, half before and half after the study, because a shared
+        # machine's speed drifts by tens of per cent over minutes: a ceiling taken only on one
+        # side of the study would skew the ratio by as much.
+        half = max(1, args.participants * 31)  # about half the demo study's trial-loop requests
+        cpu_before_bare = cpu_seconds(server.process.pid)
+        bare_seconds_before = asyncio.run(run_bare(server.base, half, args.concurrency, bare))
+        bare_before = len(bare.latencies["healthz"])
         recorder = Recorder()
         cpu_before_study = cpu_seconds(server.process.pid)
         study_seconds = asyncio.run(
@@ -554,13 +563,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         cpu_after_study = cpu_seconds(server.process.pid)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
-        bare_seconds = asyncio.run(run_bare(server.base, loop_requests, args.concurrency, bare))
+        after = max(1, loop_requests - bare_before)  # in all, as many as the trial loop made
+        bare_seconds_after = asyncio.run(run_bare(server.base, after, args.concurrency, bare))
         cpu_after_bare = cpu_seconds(server.process.pid)
-        figures = summary(recorder, bare, study_seconds, bare_seconds)
+        figures = summary(recorder, bare, study_seconds, bare_seconds_before + bare_seconds_after)
+        figures["healthz_requests_per_s_before_after"] = [
+            round(bare_before / bare_seconds_before, 1),
+            round((len(bare.latencies["healthz"]) - bare_before) / bare_seconds_after, 1),
+        ]
         study_requests = sum(len(v) for v in recorder.latencies.values())
+        bare_cpu = {
+            name: (cpu_before_study[name] - cpu_before_bare[name])
+            + (cpu_after_bare[name] - cpu_after_study[name])
+            for name in cpu_before_bare
+        }
         figures["cpu_ms_per_request"] = {
             "study": cpu_per_request(cpu_before_study, cpu_after_study, study_requests),
-            "healthz": cpu_per_request(cpu_after_study, cpu_after_bare, loop_requests),
+            "healthz": cpu_per_request(
+                dict.fromkeys(bare_cpu, 0.0), bare_cpu, len(bare.latencies["healthz"])
+            ),
         }
         figures["setup"] = {
             "participants": args.participants,
