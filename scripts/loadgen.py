@@ -11,9 +11,9 @@ drifts), and the study: each participant joins (GET + POST with the CSRF token),
 trial GETs the page, parses the form action and media URLs, fetches each medium with `Range:
 bytes=0-` as browsers do, and posts a valid answer. It reports throughput and p50/p95/p99 latency
 per endpoint, the trial loop's p99 and its throughput as a share of the ceiling, the CPU
-milliseconds per request spent by the server, PostgreSQL and the client in each phase, and checks in
-the database that every
-acknowledged answer (303) is stored exactly once and nothing else is.
+milliseconds per request spent by the server, PostgreSQL and the client in each phase, and
+checks in the database that every acknowledged answer (303) is stored exactly once and nothing
+else is.
 
 Everything is bounded: the number of participants and requests, a per-request timeout and a
 wall-clock limit for the whole run. Traffic goes to 127.0.0.1 only.
