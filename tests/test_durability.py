@@ -37,39 +37,51 @@ def durability():
         sys.path.remove(str(SCRIPTS))
 
 
-def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, demo_set_dir):
+PARTICIPANTS = 10
+
+
+def play_through(durability, url, options, tmp_path, demo_set_dir, **chaos):
+    """PARTICIPANTS participants (3 at a time, 2 workers) through the demo study under `chaos`
+    (run_durability's kills, every, restart_db); returns its verification."""
     import loadgen
 
-    url, options = database
     set_dir = tmp_path / "set"
     shutil.copytree(demo_set_dir, set_dir)
     entry = loadgen.set_up_study(url, tmp_path / "media", set_dir, options)
-    result = durability.run_durability(
+    return durability.run_durability(
         url,
         tmp_path / "media",
         entry,
-        participants=10,
+        participants=PARTICIPANTS,
         concurrency=3,
-        kills=2,
-        every=0.6,
         workers=2,
         engine_options=options,
         time_limit=90,
         log=tmp_path / "gunicorn.log",
+        **chaos,
     )
-    assert result["kills"] == 2
-    assert result["client_retries"] > 0, "the kills happened after everyone had finished"
+
+
+def assert_nothing_lost(result) -> None:
+    assert result["client_retries"] > 0, "the outages happened after everyone had finished"
     assert result["lost"] == 0
     assert result["duplicated"] == 0
     assert result["acknowledged_twice"] == 0
     assert result["participants_out_of_order"] == 0
-    assert result["finished"] == 10
+    assert result["finished"] == PARTICIPANTS
     # a join cut off by a kill leaves an enrolled participant the client never heard of (it
     # joins again); such a participant must have no answers
-    assert result["participants"] - result["enrolled_without_ack"] == 10
+    assert result["participants"] - result["enrolled_without_ack"] == PARTICIPANTS
     assert result["unacknowledged_with_answers"] == 0
-    # each of the 10 participants answered their 15 trials exactly once, nothing more
-    assert result["stored_answers"] == 10 * 15
+    # each participant answered their 15 trials exactly once, nothing more
+    assert result["stored_answers"] == PARTICIPANTS * 15
+
+
+def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, demo_set_dir):
+    url, options = database
+    result = play_through(durability, url, options, tmp_path, demo_set_dir, kills=2, every=0.6)
+    assert result["kills"] == 2
+    assert_nothing_lost(result)
 
 
 def test_loadgen_reports_latency_throughput_cpu_and_integrity(durability, tmp_path):
@@ -140,29 +152,9 @@ def test_database_restart_under_load_loses_nothing(
     import loadgen
 
     cluster, admin_url = scratch_cluster
-    set_dir = tmp_path / "set"
-    shutil.copytree(demo_set_dir, set_dir)
     with loadgen.scratch_postgres(admin_url) as url:
-        entry = loadgen.set_up_study(url, tmp_path / "media", set_dir)
-        result = durability.run_durability(
-            url,
-            tmp_path / "media",
-            entry,
-            participants=10,
-            concurrency=3,
-            kills=0,
-            every=1.5,
-            workers=2,
-            restart_db=cluster,
-            time_limit=90,
-            log=tmp_path / "gunicorn.log",
+        result = play_through(
+            durability, url, None, tmp_path, demo_set_dir, kills=0, every=1.5, restart_db=cluster
         )
     assert result["database_restarts"] == 1
-    assert result["client_retries"] > 0, "the restart happened after everyone had finished"
-    assert result["lost"] == 0
-    assert result["duplicated"] == 0
-    assert result["acknowledged_twice"] == 0
-    assert result["participants_out_of_order"] == 0
-    assert result["finished"] == 10
-    assert result["unacknowledged_with_answers"] == 0
-    assert result["stored_answers"] == 10 * 15
+    assert_nothing_lost(result)
