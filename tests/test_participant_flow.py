@@ -23,6 +23,30 @@ def response_count(app) -> int:
         return db.session.scalar(select(func.count(Response.id)))
 
 
+def with_statements(app, request):
+    """(what `request()` returned, [(SQL statement, isolation level set on its connection)])
+    for every statement the app executed meanwhile."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    seen: list[tuple[str, str | None]] = []
+
+    def listener(conn, cursor, statement, *args):
+        seen.append((statement, conn.get_execution_options().get("isolation_level")))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        return request(), seen
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+def kinds(statements) -> list[str]:
+    """SELECT, INSERT, UPDATE, ... of each recorded statement."""
+    return [statement.split()[0].upper() for statement, _ in statements]
+
+
 def test_whole_demo_study_and_export(app, client, demo_study):
     step = start(
         client, entry_token(app, demo_study), "?PROLIFIC_PID=pid-1&STUDY_ID=s1&SESSION_ID=x9"
@@ -171,25 +195,19 @@ def test_closed_study_turns_participants_away_politely(app, client, demo_study):
 def test_progress_and_position_come_from_one_query(app, client, demo_study):
     """The page's progress counts what is stored, and every participant request starts with a
     single query (participant, study, current trial and progress together)."""
-    from sqlalchemy import event
-
     step = start(client, entry_token(app, demo_study))
     for _ in range(3):
         answer(client, current(client, step))
-    statements: list[str] = []
-    with app.app_context():
-        engine = db.engine
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        page = current(client, step)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    page, statements = with_statements(app, lambda: current(client, step))
     with app.app_context():
         participant = db.session.scalar(select(Participant))
         total = sum(1 for t in participant.trials if t.trial_type != "debrief")
     assert f"3 of {total} answered" in page.html
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    selects = [
+        sql
+        for (sql, _), kind in zip(statements, kinds(statements), strict=True)
+        if kind == "SELECT"
+    ]
     assert len(selects) == 1, selects
 
 
@@ -197,44 +215,26 @@ def test_trial_requests_run_in_autocommit_with_at_most_two_statements(app, clien
     """A page, a medium or an answer makes one write at most, a single statement, so they run
     in autocommit (no BEGIN and COMMIT round trips); the answer is still stored before the 303.
     Joining writes a participant and their schedule together, so it keeps its transaction."""
-    from sqlalchemy import event
-
-    with app.app_context():
-        engine = db.engine
-    seen: list[tuple[str, str | None]] = []
-
-    def listener(conn, cursor, statement, *args):
-        seen.append(
-            (statement.split()[0].upper(), conn.get_execution_options().get("isolation_level"))
-        )
-
-    def statements(request):
-        seen.clear()
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
-            response = request()
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
-        return response, list(seen)
-
-    response, joined = statements(lambda: client.post(f"/join/{entry_token(app, demo_study)}"))
-    assert "INSERT" in {kind for kind, _ in joined}
+    response, joined = with_statements(
+        app, lambda: client.post(f"/join/{entry_token(app, demo_study)}")
+    )
+    assert "INSERT" in kinds(joined)
     assert {level for _, level in joined} == {None}  # the engine's default: a transaction
     step = response.headers["Location"]
     answer(client, current(client, step))  # past the consent page: the next one has media
 
-    page_response, page_statements = statements(lambda: client.get(step))
+    page_response, page_statements = with_statements(app, lambda: client.get(step))
     page = current(client, step)
     assert page.media
-    medium, media_statements = statements(lambda: client.get(page.media[0]))
-    again, again_statements = statements(lambda: client.get(page.media[0]))
-    acknowledged, answer_statements = statements(lambda: answer(client, page))
+    medium, media_statements = with_statements(app, lambda: client.get(page.media[0]))
+    again, again_statements = with_statements(app, lambda: client.get(page.media[0]))
+    acknowledged, answer_statements = with_statements(app, lambda: answer(client, page))
     assert (page_response.status_code, medium.status_code, again.status_code) == (200, 200, 200)
     assert acknowledged.status_code == 303
-    assert [kind for kind, _ in page_statements] == ["SELECT", "UPDATE"]  # locate, first view
-    assert [kind for kind, _ in media_statements] in (["SELECT"], ["SELECT", "SELECT"])
-    assert [kind for kind, _ in again_statements] == ["SELECT"]  # the clip's file is known now
-    assert [kind for kind, _ in answer_statements] == ["SELECT", "INSERT"]
+    assert kinds(page_statements) == ["SELECT", "UPDATE"]  # locate, first view
+    assert kinds(media_statements) in (["SELECT"], ["SELECT", "SELECT"])
+    assert kinds(again_statements) == ["SELECT"]  # the clip's file is known now
+    assert kinds(answer_statements) == ["SELECT", "INSERT"]
     for _, level in page_statements + media_statements + answer_statements:
         assert level == "AUTOCOMMIT"
     assert response_count(app) == 2  # the consent and this answer, committed
