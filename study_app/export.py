@@ -125,7 +125,7 @@ def counted_participants(study: Study) -> list[Participant]:
     return db.session.scalars(
         select(Participant)
         .where(Participant.study_id == study.id, Participant.is_preview.is_(False))
-        .order_by(Participant.assignment_index)
+        .order_by(Participant.public_number)
         .options(selectinload(Participant.trials).selectinload(Trial.response))
     ).all()
 

@@ -112,6 +112,9 @@ class Study(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="draft")  # draft -> open -> closed
     entry_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     completion_code: Mapped[str] = mapped_column(String(64))
+    # How many real participants ever enrolled (withdrawn ones included): the next arrival's
+    # public number is this plus one, so a public id is never given to a second person.
+    participants_enrolled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     owner: Mapped[Researcher] = relationship()
     stimulus_set: Mapped[StimulusSet] = relationship()
@@ -122,12 +125,20 @@ class Participant(db.Model):
     __tablename__ = "participants"
     __table_args__ = (
         UniqueConstraint("study_id", "assignment_index"),
+        UniqueConstraint(
+            "study_id", "public_number", name="uq_participants_study_id_public_number"
+        ),
         UniqueConstraint("study_id", "external_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    # The counterbalancing cell (Latin-square list, positions): a withdrawn participant's cell
+    # goes to the next arrival, so the cells stay balanced over the participants who remain.
     assignment_index: Mapped[int] = mapped_column(Integer)
+    # Order of arrival, never reused (withdrawals included): what `public_id` and the export show.
+    # Previews count down from -1.
+    public_number: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     external_id: Mapped[str | None] = mapped_column(String(64))  # PROLIFIC_PID
     external_study_id: Mapped[str | None] = mapped_column(String(64))  # STUDY_ID
@@ -144,7 +155,9 @@ class Participant(db.Model):
 
     @property
     def public_id(self) -> str:
-        return f"P{self.assignment_index + 1:04d}"
+        if self.public_number < 0:
+            return f"PREVIEW{-self.public_number:04d}"
+        return f"P{self.public_number:04d}"
 
 
 class Trial(db.Model):
@@ -177,6 +190,22 @@ class Response(db.Model):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     trial: Mapped[Trial] = relationship(back_populates="response")
+
+
+class MediaFetch(db.Model):
+    """One media request of a trial slot as the server answered it: the byte range it sent and
+    when. The server's own evidence of listening (which slots were fetched, whole or not, before
+    the answer arrived), independent of anything the browser reports."""
+
+    __tablename__ = "media_fetches"
+    __table_args__ = (Index("ix_media_fetches_trial_id", "trial_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(16))
+    first_byte: Mapped[int] = mapped_column(Integer)  # inclusive
+    end_byte: Mapped[int] = mapped_column(Integer)  # exclusive: end_byte - first_byte were sent
+    total_bytes: Mapped[int] = mapped_column(Integer)  # the whole file's length
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class AuditEvent(db.Model):

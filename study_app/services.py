@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
@@ -245,9 +245,11 @@ def enroll(
 ) -> Participant:
     """A new participant with a stored schedule, or the existing one for a returning PID.
 
-    The assignment index is the order of arrival; two arrivals racing for the same index are
-    settled by the unique constraint, and the loser takes the next one. Previews count down
-    from -1, so they never take a real participant's place in the counterbalancing.
+    The public number is the order of arrival and is never reused; the assignment index (the
+    counterbalancing cell) is the smallest one no current participant holds, so a withdrawn
+    participant's cell goes to the next arrival. Two arrivals racing for the same index are
+    settled by the unique constraint, and the loser tries again. Previews count down from -1,
+    so they never take a real participant's place in the counterbalancing.
     """
     if external.participant and not preview:
         existing = db.session.scalar(
@@ -259,21 +261,15 @@ def enroll(
             return existing
     catalog = catalog_for(study.stimulus_set)
     for _ in range(attempts):
-        # PostgreSQL: hold the study row until this arrival is committed, so a burst of
-        # arrivals queues for the next index instead of colliding and rebuilding schedules.
-        # (SQLite ignores FOR UPDATE; its single writer and the retry below do the same job.)
-        db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update())
-        index = db.session.scalar(
-            select(
-                func.coalesce(func.min(Participant.assignment_index) - 1, -1)
-                if preview
-                else func.coalesce(func.max(Participant.assignment_index) + 1, 0)
-            ).where(Participant.study_id == study.id, Participant.is_preview.is_(preview))
-        )
+        if preview:
+            number = index = _next_preview_number(study)
+        else:
+            number, index = _next_public_number(study), _free_assignment_index(study)
         seed = secrets.randbelow(2**31)
         participant = Participant(
             study=study,
             assignment_index=index,
+            public_number=number,
             seed=seed,
             external_id=external.participant,
             external_study_id=external.study,
@@ -312,6 +308,39 @@ def enroll(
                 if existing is not None:
                     return existing
     raise RuntimeError("could not allocate an assignment index; too many concurrent arrivals")
+
+
+def _next_public_number(study: Study) -> int:
+    """Count this arrival on the study row and return its number. The UPDATE also holds the row
+    until the arrival is committed (PostgreSQL), so a burst of arrivals queues instead of
+    colliding; on a rollback the count goes back with everything else."""
+    return db.session.execute(
+        update(Study)
+        .where(Study.id == study.id)
+        .values(participants_enrolled=Study.participants_enrolled + 1)
+        .returning(Study.participants_enrolled)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+
+
+def _free_assignment_index(study: Study) -> int:
+    taken = set(
+        db.session.scalars(
+            select(Participant.assignment_index).where(
+                Participant.study_id == study.id, Participant.is_preview.is_(False)
+            )
+        )
+    )
+    return next(index for index in range(len(taken) + 1) if index not in taken)
+
+
+def _next_preview_number(study: Study) -> int:
+    lowest = db.session.scalar(
+        select(func.min(Participant.public_number)).where(
+            Participant.study_id == study.id, Participant.is_preview.is_(True)
+        )
+    )
+    return min(lowest or 0, 0) - 1
 
 
 def completed_count(study: Study) -> int:
