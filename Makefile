@@ -9,7 +9,7 @@ PORT ?= 5000
 # torch must come first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-fast lint env env-all clean-demo browser
+.PHONY: demo test test-fast lint env env-all clean-demo browser r-lme4 system-deps
 
 $(VENV)/.app-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,19 +33,29 @@ demo: env
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (SQLite and PostgreSQL, browser tests included).
-test: env-all browser
+test: env-all system-deps
 	$(PY) -m pytest
 
 ## test-fast: everything but the slow browser and model tests.
-test-fast: env-all
+test-fast: env-all r-lme4
 	$(PY) -m pytest -m "not slow" -q
+
+system-deps: browser r-lme4
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
 ## browser: Debian's Chromium for the Playwright tests (Playwright cannot download one here).
 browser:
-	@test -x /usr/bin/chromium || { \
-	  echo "installing chromium (Debian)"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@test -x /usr/bin/chromium || { echo "installing chromium (Debian)"; \
+	  $(APT_INSTALL) chromium >/dev/null; }
+
+## r-lme4: R and lme4 from Debian, for the analysis's mixed models (CRAN is not reachable here).
+R_PACKAGES := r-base-core r-cran-lme4 r-cran-glmmtmb r-cran-jsonlite
+r-lme4:
+	@Rscript -e 'for (p in c("lme4", "glmmTMB", "jsonlite")) library(p, character.only = TRUE)' \
+	  >/dev/null 2>&1 || { echo "installing R and lme4 (Debian)"; \
+	  $(APT_INSTALL) $(R_PACKAGES) >/dev/null; }
 
 lint: env-all
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import nh3
 from flask import Flask, redirect, url_for
 from markupsafe import Markup
 
@@ -75,10 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
         return response
 
-    @app.template_filter("markdown")
-    def render_markdown(text: str) -> Markup:
-        # Researchers write consent and debrief texts; raw HTML in them is escaped, not run.
-        return Markup(markdown.markdown((text or "").replace("<", "&lt;")))
+    app.add_template_filter(render_markdown, "markdown")
 
     @app.get("/")
     def index():
@@ -89,6 +87,36 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return {"status": "ok"}
 
     return app
+
+
+# What consent and debrief Markdown may become: ordinary text markup and links, nothing that
+# runs or loads anything. An allow-list, so a tag or scheme not named here never gets through.
+MARKDOWN_TAGS = frozenset(
+    {"p", "br", "hr", "em", "strong", "code", "pre", "blockquote", "ul", "ol", "li", "a"}
+    | {f"h{level}" for level in range(1, 7)}
+)
+MARKDOWN_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
+MARKDOWN_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+
+def render_markdown(text: str | None) -> Markup:
+    """Consent or debrief Markdown (written by a researcher, shown to participants) as safe HTML.
+
+    Raw HTML is escaped before Markdown sees it (so it shows as text), and the output then goes
+    through nh3 with an allow-list: Markdown itself writes `[x](javascript:...)` links as given,
+    and nh3 decodes entities and case before judging a scheme, which a hand-written filter
+    would get wrong. Relative links are dropped too: a participant page has nothing to link to.
+    """
+    html = markdown.markdown((text or "").replace("<", "&lt;"))
+    return Markup(
+        nh3.clean(
+            html,
+            tags=set(MARKDOWN_TAGS),
+            attributes={tag: set(names) for tag, names in MARKDOWN_ATTRIBUTES.items()},
+            url_schemes=set(MARKDOWN_URL_SCHEMES),
+            url_relative="deny",
+        )
+    )
 
 
 def database_url(url: str | None, instance: Path) -> str:

@@ -14,6 +14,7 @@ At the levels used here (about -23 LUFS) the rounding error is far below audibil
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import struct
@@ -26,6 +27,8 @@ import numpy as np
 __all__ = [
     "WavInfo",
     "canonical_wav_bytes",
+    "dither_seed",
+    "dithered_rendition",
     "read_wav_info",
     "read_wav_samples",
     "write_wav",
@@ -271,6 +274,22 @@ def _read_ints(f: BinaryIO, layout: _Layout) -> np.ndarray:
     return ints.reshape(info.frames, info.channels)
 
 
+def dither_seed(secret_key: str | bytes, trial_token: str, slot: str) -> str:
+    """The seed of a trial slot's dither: HMAC-SHA256 keyed by the app's SECRET_KEY.
+
+    The trial token and the slot are in every media URL, so a seed derived from them alone
+    could be recomputed by the participant, who could then regenerate the noise, subtract it
+    and hold the canonical file (recognisable by its hash in any later session). Keyed by a
+    secret the browser never sees, the noise cannot be regenerated.
+    """
+    key = secret_key.encode() if isinstance(secret_key, str) else bytes(secret_key)
+    if not key:
+        raise ValueError("the dither needs a non-empty secret key")
+    # NUL separators: tokens and slots never contain one, so no two (token, slot) pairs collide.
+    message = b"\0".join((b"sightsound-dither/1", trial_token.encode(), slot.encode()))
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     """A copy of a canonical 16-bit WAV with its own inaudible +-1 LSB triangular noise.
 
@@ -278,7 +297,8 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     matched to A or B by comparing downloads, and a clip heard before cannot be recognised by
     its hash. The noise (about -101 dBFS) sits at the level of 16-bit quantisation itself;
     length, format and loudness are unchanged. The same seed gives the same bytes, so Range
-    requests of one slot agree.
+    requests of one slot agree. `seed` must be secret (the app passes `dither_seed(...)`):
+    whoever knows it can regenerate the noise and undo it.
     """
     if canonical[:4] != b"RIFF" or canonical[36:40] != b"data":
         raise ValueError("not a canonical 16-bit WAV (fmt then data, nothing else)")

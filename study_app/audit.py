@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
 
@@ -32,6 +33,7 @@ import click
 import numpy as np
 from flask import Flask
 from flask.cli import with_appcontext
+from flask.testing import FlaskClient
 
 REFERENCE = "reference"
 IGNORED_HEADERS = {"date"}  # a clock reading, the same for every clip
@@ -365,6 +367,18 @@ def x_copy_reveals_answer(observations: Sequence[Observation]) -> dict[str, Any]
 # Playing audit participants through a study -----------------------------------------------
 
 
+class BrowserClient(FlaskClient):
+    """A test client whose every request runs in an app context of its own, as each request
+    does on a real server. Inside a caller's app context (a CLI command has one) Flask would run
+    every request in that one context: its `g` would hand the first participant's CSRF token to
+    the next participant, whose own session holds none (answers refused with 400), and one
+    database session would span every request."""
+
+    def open(self, *args: Any, **kwargs: Any):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @dataclass
 class AuditReport:
     study: str
@@ -417,8 +431,9 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
     previews (never counted, exported or balanced against) and deleted afterwards."""
     from sqlalchemy import select
 
+    from .design import with_defaults
     from .extensions import db
-    from .models import Clip, Participant, Study, Trial
+    from .models import Clip, Participant, Study, Trial, as_utc
     from .services import ExternalIds, enroll
     from .trial_types import get_trial_type
 
@@ -443,6 +458,14 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
         with app.app_context():
             trial = db.session.scalar(select(Trial).where(Trial.token == trial_token))
             trial_type = get_trial_type(trial.trial_type)
+            block = with_defaults(trial.participant.study.design["blocks"][trial.block_index])
+            wait = trial_type.min_answer_seconds(trial.spec, block)
+            if wait > 0 and trial.presented_at is not None:
+                # A pause (no media): a browser would wait out its countdown, which the server
+                # enforces; the audit moves the page's serving time back instead. Nothing the
+                # classifier sees comes from this.
+                trial.presented_at = as_utc(trial.presented_at) - timedelta(seconds=wait)
+                db.session.commit()
             refs = trial_type.media(trial.spec)
             slots = {
                 s: conditions.get(r.key)
@@ -464,7 +487,9 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
                 study = db.session.scalar(select(Study).where(Study.slug == slug))
                 token = enroll(study, ExternalIds(), preview=True).token
             tokens.append(token)
-            client = app.test_client()
+            # A browser of its own: its own cookies, hence its own CSRF session, taken from
+            # the pages it is served (CSRF stays on, as for real participants).
+            client = BrowserClient(app, app.response_class, use_cookies=True)
             observations += play_participant(client, f"/p/{token}/", index, rng, labels_for)
     finally:
         with app.app_context():
@@ -484,7 +509,8 @@ def _navigation_fields(trial_type: str, spec: dict[str, Any]) -> dict[str, str]:
     (MUSHRA's "every slider moved"). Only navigation: no feature the classifier sees comes
     from the server's side."""
     if trial_type == "mushra":
-        return {"moved": "all"}
+        # The sliders start unset and mushra.js fills each score field once its slider is set.
+        return {"moved": "all"} | {f"score_{s['slot']}": "50" for s in spec["stimuli"]}
     if trial_type == "p808_qualification":
         counts = {f"count_t{i}": str(n) for i, n in enumerate(spec["tone_counts"], 1)}
         return {"hearing": "normal", "device": "headphones", "environment": "quiet"} | counts

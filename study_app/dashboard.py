@@ -8,26 +8,34 @@ from typing import Any
 
 from .export import counted_participants
 from .models import Participant, Study, as_utc
-from .quality import assess
+from .quality import ParticipantQuality, assess, fetch_log
 from .trial_types import get_trial_type
 
 
 def study_summary(study: Study) -> dict[str, Any]:
     participants = counted_participants(study)
     blocks = study.design["blocks"]
-    rows = [participant_row(study, p) for p in participants]
+    fetches = fetch_log(study_id=study.id)
+    qualities = {p.id: assess(blocks, p.trials, fetches) for p in participants}
+    rows = [participant_row(study, p, qualities[p.id]) for p in participants]
     durations = [
         (as_utc(p.completed_at) - as_utc(p.started_at)).total_seconds()
         for p in participants
         if p.completed_at is not None
     ]
     per_block: Counter[str] = Counter()
+    # answers the server's listening evidence flags (listening.py), per block
+    unheard: Counter[str] = Counter()
+    too_quick: Counter[str] = Counter()
     per_condition: dict[str, Counter[str]] = {}
     for participant in participants:
+        quality = qualities[participant.id]
         for trial in participant.trials:
             if trial.response is None or not get_trial_type(trial.trial_type).exported:
                 continue
             per_block[trial.block_id] += 1
+            unheard[trial.block_id] += trial.id in quality.unheard_trials
+            too_quick[trial.block_id] += trial.id in quality.too_quick_trials
             condition = trial.spec.get("condition")
             if condition and not trial.spec.get("is_catch"):
                 per_condition.setdefault(trial.block_id, Counter())[condition] += 1
@@ -40,10 +48,18 @@ def study_summary(study: Study) -> dict[str, Any]:
         "failed_screening": sum(r["failed_screening"] for r in rows),
         "failed_catch": sum(r["failed_catch"] for r in rows),
         "too_fast_answers": sum(r["too_fast"] for r in rows),
+        "unheard_answers": sum(r["unheard"] for r in rows),
+        "too_quick_answers": sum(r["too_quick"] for r in rows),
         "median_completion_seconds": statistics.median(durations) if durations else None,
         "max_completed": study.design["completion"].get("max_completed"),
         "responses_per_block": [
-            {"block": b["id"], "type": b["type"], "responses": per_block.get(b["id"], 0)}
+            {
+                "block": b["id"],
+                "type": b["type"],
+                "responses": per_block.get(b["id"], 0),
+                "unheard": unheard.get(b["id"], 0),
+                "too_quick": too_quick.get(b["id"], 0),
+            }
             for b in blocks
             if get_trial_type(b["type"]).exported
         ],
@@ -55,8 +71,16 @@ def study_summary(study: Study) -> dict[str, Any]:
     }
 
 
-def participant_row(study: Study, participant: Participant) -> dict[str, Any]:
-    quality = assess(study.design["blocks"], participant.trials)
+def participant_row(
+    study: Study, participant: Participant, quality: ParticipantQuality | None = None
+) -> dict[str, Any]:
+    """One participant's progress and flags (`quality`: their assessment, made here if not
+    given). `unheard` and `too_quick` count exported answers, as the per-block table does."""
+    if quality is None:
+        answered = [t.id for t in participant.trials if t.response is not None]
+        fetches = fetch_log(trial_ids=answered) if answered else {}
+        quality = assess(study.design["blocks"], participant.trials, fetches)
+    exported = {t.id for t in participant.trials if get_trial_type(t.trial_type).exported}
     answerable = [t for t in participant.trials if get_trial_type(t.trial_type).answerable]
     return {
         "participant": participant.public_id,
@@ -68,6 +92,8 @@ def participant_row(study: Study, participant: Participant) -> dict[str, Any]:
         "failed_screening": quality.failed_screening,
         "failed_catch": quality.failed_catch,
         "too_fast": len(quality.too_fast_trials),
+        "unheard": len(quality.unheard_trials & exported),
+        "too_quick": len(quality.too_quick_trials & exported),
         "screened_out": participant.screened_out,
         "excluded": quality.excluded or participant.screened_out,
     }

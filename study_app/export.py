@@ -15,8 +15,9 @@ from sqlalchemy.orm import selectinload
 
 from . import __version__
 from .extensions import db
+from .listening import ListeningEvidence
 from .models import Participant, Study, Trial, as_utc, utcnow
-from .quality import assess, elapsed_ms
+from .quality import assess, elapsed_ms, fetch_log
 from .trial_types import all_trial_types, get_trial_type
 
 CORE_COLUMNS = (
@@ -62,6 +63,12 @@ CORE_COLUMNS = (
     "flag_failed_catch",
     "flag_too_fast",
     "excluded",
+    # The server's listening evidence (listening.py), after `excluded` so that the columns
+    # before it keep their places; `analysis` applies these flags itself.
+    "server_rt_ms",
+    "media_fetched",
+    "flag_unheard",
+    "flag_too_quick",
 )
 
 
@@ -82,8 +89,9 @@ def iso(moment: datetime | None) -> str | None:
 def response_rows(study: Study) -> Iterator[dict[str, Any]]:
     """One dict per answered, exported trial, with every flag computed."""
     blocks = study.design["blocks"]
+    fetches = fetch_log(study_id=study.id)  # one query for the study, not one per participant
     for participant in counted_participants(study):
-        quality = assess(blocks, participant.trials)
+        quality = assess(blocks, participant.trials, fetches)
         rows: list[dict[str, Any]] = []
         by_type: dict[str, list[dict[str, Any]]] = {}
         for trial in participant.trials:
@@ -109,6 +117,7 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
                 "flag_failed_screening": int(quality.failed_screening),
                 "flag_failed_catch": int(quality.failed_catch),
                 "flag_too_fast": int(too_fast),
+                **_listening_columns(quality.listening[trial.id]),
             }
             for fields in trial_type.export_rows(trial.spec, answer):
                 row = common | fields
@@ -118,6 +127,15 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
         for name, type_rows in by_type.items():
             get_trial_type(name).participant_rows(type_rows)  # per-listener flags (MUSHRA)
         yield from rows
+
+
+def _listening_columns(evidence: ListeningEvidence) -> dict[str, Any]:
+    return {
+        "server_rt_ms": evidence.server_rt_ms,
+        "media_fetched": evidence.media_fetched,
+        "flag_unheard": int(evidence.flag_unheard),
+        "flag_too_quick": int(evidence.flag_too_quick),
+    }
 
 
 def counted_participants(study: Study) -> list[Participant]:
@@ -135,12 +153,28 @@ def responses_csv(study: Study, rows: list[dict[str, Any]] | None = None) -> str
     return _csv_text(export_columns(), rows)
 
 
+# A text cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets
+# (e.g. a PROLIFIC_PID of =HYPERLINK(...)); OWASP's CSV-injection advice is a leading quote.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A value as written to a CSV cell: None is empty, text that a spreadsheet would run as a
+    formula gets a leading single quote (docs/export-format.md). Numbers are written as they
+    are, so a numeric column (e.g. -0.5) stays numeric; only text is ever quoted."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
 

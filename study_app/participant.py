@@ -22,13 +22,14 @@ from flask import (
     send_file,
     url_for,
 )
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.orm import selectinload
 
-from .audio import dithered_rendition
+from .audio import dither_seed, dithered_rendition
 from .design import with_defaults
 from .extensions import db
-from .models import Clip, Participant, Segment, Study, Trial, utcnow
-from .quality import block_screening_failed
+from .models import Clip, MediaFetch, Participant, Segment, Study, Trial, utcnow
+from .quality import assess, block_screening_failed
 from .services import (
     MEDIA_MTIME,
     AnswerError,
@@ -212,26 +213,60 @@ def _finish(participant: Participant):
         db.session.commit()
     study = participant.study
     debrief = next((b for b in study.design["blocks"] if b["type"] == "debrief"), None)
-    redirect_url = study.design["completion"].get("redirect_url")
-    if redirect_url and not participant.screened_out:
-        redirect_url = redirect_url.replace("{code}", study.completion_code)
+    outcome = _outcome(participant)
+    completion = study.design["completion"]
+    code_key, url_key = OUTCOME_KEYS[outcome]
+    # The finished outcome's code is the study's column (older designs keep a generated code
+    # only there); the others live in the design (absent in designs older than them: no code).
+    code = study.completion_code if outcome == "completed" else completion.get(code_key)
+    redirect_url = completion.get(url_key) if code else None
+    if redirect_url:
+        redirect_url = redirect_url.replace("{code}", code)
     page = render_template(
         "participant/finished.html",
         title=study.title,
         text=debrief["text"] if debrief else "Thank you for taking part.",
-        code=None if participant.screened_out else study.completion_code,
-        redirect_url=None if participant.screened_out else redirect_url,
-        screened_out=participant.screened_out,
+        code=code,
+        redirect_url=redirect_url,
+        screened_out=outcome == "screened_out",
         progress=_progress(participant),
         preview=participant.is_preview,
     )
     return _no_store(make_response(page))
 
 
+# Outcome -> (its code's key, its redirect URL's key) under the design's `completion`.
+OUTCOME_KEYS = {
+    "completed": ("code", "redirect_url"),
+    "screened_out": ("screened_out_code", "screened_out_redirect_url"),
+    "failed_attention": ("failed_attention_code", "failed_attention_redirect_url"),
+}
+
+
+def _outcome(participant: Participant) -> str:
+    """How the session ended: screened out (a failed screening block that ends the session),
+    failed attention (a catch trial failed: the export's failed_catch flag) or completed."""
+    if participant.screened_out:
+        return "screened_out"
+    trials = db.session.scalars(
+        select(Trial)
+        .where(Trial.participant_id == participant.id)
+        .order_by(Trial.trial_index)
+        .options(selectinload(Trial.response))
+    ).all()
+    if assess(participant.study.design["blocks"], list(trials)).failed_catch:
+        return "failed_attention"
+    return "completed"
+
+
 @bp.post("/p/<token>/t/<trial_token>")
 def answer(token: str, trial_token: str):
     position = _position(token)
     participant, current = position.participant, position.current
+    if participant.screened_out:
+        # The session has ended (the screening failed): nothing more is stored, and the step
+        # page shows the screened-out code.
+        return redirect(url_for(".step", token=token), code=303)
     if current is not None and current.token == trial_token:
         trial = current
     else:  # a repeated submit, a stale tab, or a forged token
@@ -276,7 +311,10 @@ def media(token: str, trial_token: str, slot: str):
         # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
         # a trial type renders (anchors, gold and trapping clips, tones) goes the same way, so
         # its responses look exactly like those of a rated clip.
-        data = _rendition(str(path), f"{trial.trial_token}/{slot}")
+        # The seed is keyed by the server's secret: from the trial token and slot alone (both in
+        # the URL) a participant could regenerate the noise and subtract it.
+        seed = dither_seed(current_app.config["SECRET_KEY"], trial.trial_token, slot)
+        data = _rendition(str(path), seed)
         response = Response(data, mimetype=mimetype)
         response.last_modified = MEDIA_MTIME
         response.make_conditional(request, accept_ranges=True, complete_length=len(data))
@@ -293,12 +331,37 @@ def media(token: str, trial_token: str, slot: str):
     response.headers.pop("Content-Disposition", None)
     response.headers.pop("Expires", None)  # a clock reading, and Cache-Control says it all
     response.headers["Cache-Control"] = "private, no-store"
+    _log_fetch(trial.trial_id, slot, response)
     return response
+
+
+def _log_fetch(trial_id: int, slot: str, response: Response) -> None:
+    """Record the bytes this response sends (the server's evidence of listening, listening.py):
+    one INSERT, committed at once (the request runs in autocommit). A 304, a 416 or a HEAD
+    sends no content, so it records nothing."""
+    if request.method != "GET":
+        return
+    if response.status_code == 206 and response.content_range is not None:
+        sent = response.content_range
+        first, end, total = sent.start, sent.stop, sent.length
+    elif response.status_code == 200 and response.content_length is not None:
+        first, end, total = 0, response.content_length, response.content_length
+    else:
+        return
+    if first is None or end is None or total is None:
+        return
+    db.session.execute(
+        insert(MediaFetch.__table__).values(
+            trial_id=trial_id, slot=slot, first_byte=first, end_byte=end, total_bytes=total
+        )
+    )
+    db.session.commit()
 
 
 @functools.lru_cache(maxsize=32)
 def _rendition(path: str, seed: str) -> bytes:
-    """Cached, since a browser fetches one slot in several Range requests."""
+    """Cached, since a browser fetches one slot in several Range requests. The seed is unique
+    to (secret key, trial, slot), so an entry can never be served to another slot or app."""
     return dithered_rendition(Path(path).read_bytes(), seed)
 
 

@@ -5,10 +5,13 @@ like a missing one (an admin sees all)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import re
 import zipfile
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import yaml
 from flask import (
@@ -28,7 +31,13 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from .dashboard import participant_row, study_summary
-from .design import DesignError, design_problems, normalize_design
+from .design import (
+    DesignError,
+    design_problems,
+    normalize_design,
+    parse_design_json,
+    parse_design_yaml,
+)
 from .export import export_files, responses_csv
 from .extensions import db
 from .models import LoginFailure, Participant, Researcher, StimulusSet, Study
@@ -46,9 +55,19 @@ from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 
-# Login throttle: at most MAX_FAILURES failed attempts per email in FAILURE_WINDOW. Counted in
-# the database, so every gunicorn worker sees the same attempts.
-MAX_FAILURES, FAILURE_WINDOW = 5, timedelta(minutes=5)
+# Login throttle, counted in the database so every gunicorn worker sees the same attempts. Two
+# counts share the login_failures table under distinct key prefixes:
+# - per (account, client address): MAX_FAILURES wrong passwords for one email from one address
+#   lock that pair only, so a stranger's guesses cannot lock the real researcher out (their
+#   own address has not failed);
+# - per client address: MAX_CLIENT_FAILURES failures across any emails, so one client cannot
+#   try a different email each time.
+# The address is request.remote_addr. Behind a reverse proxy that is the proxy's address, for
+# every client: there, wrap the app in werkzeug's ProxyFix (x_for=1, one per trusted proxy;
+# docs/operations.md), or every client shares one count and a guesser locks everyone out.
+MAX_FAILURES, MAX_CLIENT_FAILURES = 5, 10
+FAILURE_WINDOW = timedelta(minutes=5)
+CLIENT_KEY, ACCOUNT_KEY = "client:", "account:"
 
 
 class LoginForm(FlaskForm):
@@ -56,13 +75,46 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
-def _throttled(key: str) -> bool:
-    since = datetime.now(UTC) - FAILURE_WINDOW
-    db.session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # expired ones
-    recent = db.session.scalar(
+def _failure_keys(email: str) -> tuple[str, str]:
+    """(client key, account-and-client key) for this request. Hashed where an email or a
+    forwarded address could overflow the column (254 characters) or carry odd bytes."""
+    address = request.remote_addr or "unknown"
+    pair = hashlib.sha256(f"{email}\n{address}".encode()).hexdigest()
+    client = hashlib.sha256(address.encode()).hexdigest()
+    return CLIENT_KEY + client, ACCOUNT_KEY + pair
+
+
+def _recent_failures(key: str, since: datetime) -> int:
+    return db.session.scalar(
         select(func.count(LoginFailure.id)).where(LoginFailure.key == key, LoginFailure.at >= since)
     )
-    return recent >= MAX_FAILURES
+
+
+def _throttled(client_key: str, pair_key: str) -> bool:
+    since = datetime.now(UTC) - FAILURE_WINDOW
+    db.session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # expired ones
+    return (
+        _recent_failures(client_key, since) >= MAX_CLIENT_FAILURES
+        or _recent_failures(pair_key, since) >= MAX_FAILURES
+    )
+
+
+# One leading '/', then no backslash, whitespace or control character (see safe_next).
+SAFE_NEXT = re.compile(r"/(?![/\\])[^\\\x00-\x20\x7f]*")
+
+
+def safe_next(target: str | None) -> str | None:
+    """`target` if it is a path inside this app, else None: an open redirect would let a link
+    to our login page send a researcher on to any site.
+
+    Only a single leading '/' is accepted: '//host' and '/\\host' are other hosts to a browser
+    (which reads '\\' as '/'), and browsers drop tabs and newlines inside URLs, so any
+    whitespace or control character is refused too.
+    """
+    if not target or len(target) > 2000 or not SAFE_NEXT.fullmatch(target):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -70,18 +122,21 @@ def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        key = form.email.data.lower()
-        if _throttled(key):
+        email = form.email.data.lower()
+        client_key, pair_key = _failure_keys(email)
+        if _throttled(client_key, pair_key):
             flash("Too many failed attempts. Wait a few minutes and try again.")
             status = 429
         else:
-            researcher = db.session.scalar(select(Researcher).where(Researcher.email == key))
+            researcher = db.session.scalar(select(Researcher).where(Researcher.email == email))
             if researcher is not None and researcher.check_password(form.password.data):
-                db.session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+                # The client's own count stays: logging in to one account between guesses at
+                # others must not reset it.
+                db.session.execute(delete(LoginFailure).where(LoginFailure.key == pair_key))
                 db.session.commit()
                 login_user(researcher)
-                return redirect(url_for(".studies"))
-            db.session.add(LoginFailure(key=key))
+                return redirect(safe_next(request.args.get("next")) or url_for(".studies"))
+            db.session.add_all([LoginFailure(key=client_key), LoginFailure(key=pair_key)])
             db.session.commit()
             flash("Unknown email or wrong password.")
             status = 401
@@ -115,6 +170,11 @@ def _own_study(slug: str) -> Study:
 @bp.get("/")
 @login_required
 def studies():
+    return _studies_page()
+
+
+def _studies_page(status: int = 200):
+    """The list of studies; with status 400 it shows a refused import's flashed problems."""
     studies = _visible_studies()
     counts = {}
     for study in studies:
@@ -125,9 +185,10 @@ def studies():
         ).one()
         counts[study.id] = {"started": started, "completed": completed}
     sets = db.session.scalars(select(StimulusSet).order_by(StimulusSet.name)).all()
-    return render_template(
+    page = render_template(
         "researcher/studies.html", studies=studies, counts=counts, stimulus_sets=sets
     )
+    return page, status
 
 
 @bp.get("/studies/<slug>/export.zip")
@@ -205,13 +266,14 @@ def import_design():
     """A draft from an uploaded YAML/JSON design file (the format the designer exports)."""
     upload = request.files.get("design")
     try:
-        data = yaml.safe_load(upload.read().decode("utf-8")) if upload else None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        flash(f"The file is not valid YAML or JSON: {exc}")
-        return redirect(url_for(".studies"))
-    if not isinstance(data, dict):
-        flash("Choose a design file (YAML or JSON).")
-        return redirect(url_for(".studies"))
+        if not upload:
+            raise DesignError(["Choose a design file (YAML or JSON)."])
+        data = parse_design_yaml(upload.read(), source="the file")
+    except DesignError as exc:
+        # A file that cannot be read as a design is a bad request: say why on the page itself.
+        for problem in exc.problems:
+            flash(problem)
+        return _studies_page(400)
     return _new_draft(data)
 
 
@@ -273,14 +335,24 @@ def _reference_first(condition: str) -> tuple[bool, str]:
     return (condition != "reference", condition)
 
 
+def _design_body() -> dict:
+    """The designer's JSON body {design: {...}}, parsed by the design parser (size, depth and
+    value checks; Flask's get_json would let a deeply nested body raise RecursionError)."""
+    data = parse_design_json(request.get_data(), source="the request body")
+    if not isinstance(data, dict) or not isinstance(data.get("design"), dict):
+        raise DesignError(["the request body must be {design: {...}}"])
+    return data
+
+
 @bp.post("/studies/<slug>/design.json")
 @login_required
 def save_design(slug: str):
     """Validate and (for a draft) store the designer's design; problems come back as a list."""
     study = _own_study(slug)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict) or not isinstance(data.get("design"), dict):
-        return {"ok": False, "problems": ["the request body must be {design: {...}}"]}, 400
+    try:
+        data = _design_body()
+    except DesignError as exc:
+        return {"ok": False, "problems": exc.problems}, 400
     try:
         study = update_design(study, data["design"])
     except DesignError as exc:
@@ -294,9 +366,8 @@ def save_design(slug: str):
 def check_design(slug: str):
     """Validate without saving (the designer checks as the researcher types)."""
     study = _own_study(slug)
-    data = request.get_json(silent=True) or {}
     try:
-        design = normalize_design(data.get("design") or {})
+        design = normalize_design(_design_body()["design"])
         problems = design_problems(design, catalog_for(study.stimulus_set))
     except DesignError as exc:
         problems = exc.problems
@@ -324,7 +395,8 @@ def change_status(slug: str):
         set_status(study, request.form.get("status", ""), current_user)
     except ValueError as exc:
         flash(str(exc))
-    return redirect(request.form.get("next") or url_for(".designer", slug=study.slug))
+    target = safe_next(request.form.get("next"))
+    return redirect(target or url_for(".designer", slug=study.slug))
 
 
 @bp.post("/studies/<slug>/duplicate")

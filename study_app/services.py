@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from sqlalchemy.orm import aliased, joinedload
 
 from .audio import canonical_wav_bytes
 from .catalog import Catalog
-from .design import DesignError, validated_design, with_defaults
+from .design import COMPLETION_OUTCOMES, DesignError, validated_design, with_defaults
 from .extensions import db
 from .models import (
     AuditEvent,
@@ -34,6 +35,7 @@ from .models import (
     StimulusSet,
     Study,
     Trial,
+    as_utc,
     utcnow,
 )
 from .scheduling import Assignment, build_schedule
@@ -148,10 +150,10 @@ def create_study(data: dict[str, Any], owner: Researcher, status: str = "open") 
     stimulus_set = db.session.scalar(select(StimulusSet).where(StimulusSet.name == set_name))
     if stimulus_set is None:
         raise DesignError([f"no imported stimulus set named {set_name!r}"])
-    design = validated_design(data, catalog_for(stimulus_set))
+    design = _with_completion_codes(validated_design(data, catalog_for(stimulus_set)))
     if db.session.scalar(select(Study).where(Study.slug == design["slug"])) is not None:
         raise DesignError([f"a study with slug {design['slug']!r} exists already"])
-    code = design["completion"]["code"] or secrets.token_hex(4).upper()
+    code = design["completion"]["code"]
     study = Study(
         slug=design["slug"],
         title=design["title"],
@@ -170,7 +172,10 @@ def update_design(study: Study, data: dict[str, Any]) -> Study:
     """Replace a draft's design. Raises DesignError; an open or closed study is immutable."""
     if study.status != "draft":
         raise DesignError(["the design of an open or closed study cannot change; duplicate it"])
+    # A code left empty keeps the one the study has (it may be set up on Prolific already).
+    previous = dict(study.design.get("completion") or {}, code=study.completion_code)
     design = validated_design(data, catalog_for(study.stimulus_set))
+    design = _with_completion_codes(design, previous)
     if design["slug"] != study.slug:
         if db.session.scalar(select(Study).where(Study.slug == design["slug"])) is not None:
             raise DesignError([f"a study with slug {design['slug']!r} exists already"])
@@ -179,9 +184,27 @@ def update_design(study: Study, data: dict[str, Any]) -> Study:
         raise DesignError(["a study's stimulus set cannot change; create a new study"])
     study.title = design["title"]
     study.design = design
-    study.completion_code = design["completion"]["code"] or study.completion_code
+    study.completion_code = design["completion"]["code"]
     db.session.commit()
     return study
+
+
+def _with_completion_codes(
+    design: dict[str, Any], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`design` with a code for every outcome (completion.code, screened_out_code,
+    failed_attention_code): as given, else `previous`'s, else a new random one. They are kept in
+    the stored design, so the designer, the export's study.json and Prolific's set-up agree."""
+    completion = design["completion"]
+    for key in COMPLETION_OUTCOMES:
+        completion[key] = completion.get(key) or (previous or {}).get(key)
+    for key in COMPLETION_OUTCOMES:
+        while not completion[key]:
+            code = secrets.token_hex(4).upper()
+            # Distinct outcomes need distinct codes: that is how Prolific tells them apart.
+            if code not in completion.values():
+                completion[key] = code
+    return design
 
 
 STATUS_MOVES = {("draft", "open"), ("open", "closed"), ("closed", "open")}
@@ -428,6 +451,7 @@ def _locate_statement(types: tuple[str, ...], with_progress: bool) -> Select:
 class CurrentMedia:
     """What serving a medium needs to know of a participant's current trial, and no more."""
 
+    trial_id: int  # the media fetch log's key
     trial_token: str
     trial_type: str
     spec: dict[str, Any]
@@ -447,7 +471,7 @@ def current_media(token: str) -> CurrentMedia | None:
 @functools.lru_cache(maxsize=8)
 def _current_media_statement(types: tuple[str, ...]) -> Select:
     return (
-        select(Trial.token, Trial.trial_type, Trial.spec, Study.stimulus_set_id)
+        select(Trial.id, Trial.token, Trial.trial_type, Trial.spec, Study.stimulus_set_id)
         .select_from(Participant)
         .join(Study, Study.id == Participant.study_id)
         .join(Trial, Trial.id == _first_open_trial_id(Participant.id, types))
@@ -473,6 +497,28 @@ class OutOfOrder(ValueError):
     """An answer to a trial the participant has not reached."""
 
 
+class TooEarly(AnswerError):
+    """An answer before the page's countdown (a pause) ended: refused, the page stays."""
+
+    def __init__(self, seconds_left: float):
+        self.seconds_left = seconds_left
+        super().__init__(
+            [f"Please wait until the pause is over ({math.ceil(seconds_left)} s left)."]
+        )
+
+
+def _refuse_before_countdown_ends(trial: Trial, wait: float, now: datetime) -> None:
+    """Raise TooEarly unless `wait` seconds have passed since the page was served, by the
+    server's clock: the page's countdown is the browser's, and a forged form skips it."""
+    if wait <= 0:
+        return
+    if trial.presented_at is None:  # never served: its countdown has not even started
+        raise TooEarly(wait)
+    left = wait - (as_utc(now) - as_utc(trial.presented_at)).total_seconds()
+    if left > 0:
+        raise TooEarly(left)
+
+
 def record_answer(
     trial: Trial, current: Trial | None, form: Any, now: datetime | None = None
 ) -> bool:
@@ -480,7 +526,8 @@ def record_answer(
     True if stored, False if the trial had been answered already (a repeated submit: the first
     answer stands, nothing is added).
 
-    Raises AnswerError for an invalid answer and OutOfOrder for a trial not yet reached.
+    Raises AnswerError for an invalid answer (TooEarly for one before a pause's countdown
+    ended, by the server's clock `now`) and OutOfOrder for a trial not yet reached.
     """
     if current is None or current.id != trial.id:
         # Every answerable trial before the current one has its answer (that is what makes the
@@ -491,10 +538,12 @@ def record_answer(
         raise OutOfOrder("this trial is not the participant's current trial")
     trial_type = get_trial_type(trial.trial_type)
     block = with_defaults(trial.participant.study.design["blocks"][trial.block_index])
+    now = now or utcnow()
+    _refuse_before_countdown_ends(trial, trial_type.min_answer_seconds(trial.spec, block), now)
     answer = trial_type.parse_answer(trial.spec, block, form)
-    db.session.add(Response(trial_id=trial.id, answer=answer, answered_at=now or utcnow()))
+    db.session.add(Response(trial_id=trial.id, answer=answer, answered_at=now))
     if trial.presented_at is None:
-        trial.presented_at = now or utcnow()
+        trial.presented_at = now
     try:
         db.session.commit()
     except IntegrityError:
@@ -510,6 +559,7 @@ __all__ = [
     "ExternalIds",
     "ImportRefused",
     "OutOfOrder",
+    "TooEarly",
     "catalog_for",
     "create_study",
     "current_media",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from study_app.extensions import db
-from study_app.models import Trial
+from study_app.models import Trial, as_utc
+from study_app.trial_types import get_trial_type
 
 FORM_ACTION = re.compile(
     r'<form method="post" id="trial-form" class="trial trial-([a-z0-9_]+)"\s+action="([^"]+)"'
@@ -84,9 +86,13 @@ def run_to_end(client, step_url: str, answers=None, on_page=None) -> Page:
 def valid_answer(app, page) -> dict:
     """A valid answer to any trial type (the spec is looked up where the answer depends on it)."""
     with app.app_context():
-        spec = db.session.scalar(
-            select(Trial).where(Trial.token == page.action.rsplit("/", 1)[1])
-        ).spec
+        trial = db.session.scalar(select(Trial).where(Trial.token == page.action.rsplit("/", 1)[1]))
+        spec = trial.spec
+        wait = get_trial_type(trial.trial_type).min_answer_seconds(spec, {})
+        if wait and trial.presented_at is not None:
+            # A pause takes no answer before its countdown ends: as if it had been waited out.
+            trial.presented_at = as_utc(trial.presented_at) - timedelta(seconds=wait)
+            db.session.commit()
     kind = page.trial_type
     if kind == "mushra":
         slots = re.findall(r'name="score_(s\d+)"', page.html)

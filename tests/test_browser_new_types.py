@@ -84,9 +84,21 @@ def _mushra_screen(page, screen: int) -> dict:
     assert 0.5 <= position <= 1.5
     page.wait_for_timeout(2600)
     assert page.evaluate("document.getElementById('mushra').dataset.playing") == slots[-1]
+    # Sliders start unset (no default score): empty score fields, Next disabled until all set
+    assert page.locator("input.mushra-slider.unset").count() == len(slots)
+    assert all(page.input_value(f'input[name="score_{s}"]') == "" for s in slots)
+    assert page.is_disabled("#submit")
     scores = {}
     for i, slot in enumerate(slots):
         selector = f'input.mushra-slider[data-slot="{slot}"]'
+        assert page.is_disabled("#submit"), f"Next enabled with {len(slots) - i} sliders unset"
+        if screen == 1 and i == 0:
+            # a click on the track where the unset slider rests (the middle) is a rating too
+            page.click(selector)
+            scores[slot] = page.input_value(selector)
+            assert page.input_value(f'input[name="score_{slot}"]') == scores[slot]
+            assert 40 <= int(scores[slot]) <= 60
+            continue
         page.focus(selector)
         if screen == 0:
             # by keyboard: Home = 0, then Right-arrow steps of one
@@ -100,6 +112,9 @@ def _mushra_screen(page, screen: int) -> dict:
                 page.keyboard.press("ArrowRight")
             scores[slot] = str(10 + i)
     assert page.input_value('input[name="moved"]') == "all"
+    assert page.locator("input.mushra-slider.unset").count() == 0
+    assert {s: page.input_value(f'input[name="score_{s}"]') for s in slots} == scores
+    assert page.is_enabled("#submit")
     page.click("#mushra-stop")
     return {"scores": scores, "plays": {s: "1" for s in slots}}
 
@@ -160,10 +175,19 @@ def test_new_types_in_chromium(app, live_server, browser_page):  # noqa: F811 - 
         assert {r["stimulus_slot"]: r["mushra_score"] for r in screen_rows} == record["scores"]
         assert {r["stimulus_slot"]: r["plays"] for r in screen_rows} == record["plays"]
         assert all(r["flag_too_fast"] == "0" for r in screen_rows)
-    # screen 1 gave the hidden reference a score in 10..14: 1 of 2 screens below 90 -> flagged
+        # the server saw every clip of the screen downloaded whole before the answer
+        assert {r["media_fetched"] for r in screen_rows} == {
+            ";".join(f"{s}:1.00" for s in ("ref", "s1", "s2", "s3", "s4", "s5"))
+        }
+        assert {(r["flag_unheard"], r["flag_too_quick"]) for r in screen_rows} == {("0", "0")}
+    # screen 1 gave the hidden reference a score in 10..14 (or about 50 by the click): 1 of 2
+    # screens below 90 -> flagged
     assert {r["mushra_post_screen_flag"] for r in rows if r["trial_type"] == "mushra"} == {"1"}
     similarity = [r["similarity"] for r in rows if r["trial_type"] == "similarity"]
     assert similarity == [r["similarity"] for k, r in clicked if k == "similarity"]
     fit = [r for r in rows if r["trial_type"] == "fit_rating"]
     assert [r["fit"] for r in fit] == [r["fit"] for k, r in clicked if k == "fit_rating"]
     assert all(r["plays"] == "1" and r["flag_too_fast"] == "0" for r in fit)
+    # played to the end through <audio> (Range requests): heard whole, by the server's log
+    heard = [r for r in rows if r["trial_type"] in ("similarity", "fit_rating")]
+    assert all(r["flag_unheard"] == "0" for r in heard)

@@ -234,6 +234,12 @@ def test_mushra_requires_full_listening(app, make_study, serve, browser_page):
             arg=slot,
             timeout=15_000,
         )
-    page.wait_for_function("() => !document.getElementById('submit').disabled", timeout=5_000)
     heard = page.evaluate("document.getElementById('mushra').mushraState().heard")
     assert all(heard[s] >= 2.95 for s in slots)
+    # all heard, but the sliders start unset: Next waits for every one of them to be set
+    page.wait_for_timeout(300)  # the lock is re-checked every 250 ms
+    assert page.is_disabled("#submit")
+    for slot in slots[1:]:
+        page.focus(f'input.mushra-slider[data-slot="{slot}"]')
+        page.keyboard.press("End")
+    page.wait_for_function("() => !document.getElementById('submit').disabled", timeout=5_000)

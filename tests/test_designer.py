@@ -6,7 +6,7 @@ import io
 
 import pytest
 import yaml
-from flow import run_to_end, start
+from flow import DEFAULT_ANSWERS, run_to_end, start
 from sqlalchemy import func, select
 
 from study_app.export import responses_csv
@@ -170,11 +170,23 @@ def test_open_study_design_is_immutable_and_can_be_duplicated(app, owner):
     assert app.test_client().get(f"/join/{draft_token}").status_code == 403
 
 
+def right(app, page) -> dict:
+    """The default answer, but right on ABX (a failed catch trial would end with the
+    failed-attention code, not TWO-1)."""
+    data = DEFAULT_ANSWERS[page.trial_type]
+    if page.trial_type == "abx":
+        with app.app_context():
+            token = page.action.rsplit("/", 1)[1]
+            spec = db.session.scalar(select(Trial.spec).where(Trial.token == token))
+        data = data | {"answer": spec["correct_answer"]}
+    return data
+
+
 def test_preview_is_not_counted(app, owner):
     slug = build_in_designer(owner, two_block_design())
     response = owner.post(f"/researcher/studies/{slug}/preview")
     assert response.status_code == 302
-    final = run_to_end(owner, response.headers["Location"])
+    final = run_to_end(owner, response.headers["Location"], answers=lambda page: right(app, page))
     assert "TWO-1" in final.html and "Preview" in final.html
     with app.app_context():
         study = db.session.scalar(select(Study).where(Study.slug == slug))
@@ -200,7 +212,10 @@ def test_dashboard_withdrawal_and_audit(app, owner):
     )
     summary = owner.get(f"/researcher/studies/{slug}/dashboard.json").get_json()
     assert (summary["started"], summary["completed"]) == (2, 1)
-    assert summary["responses_per_block"] == [{"block": "abx", "type": "abx", "responses": 3}]
+    # answered without downloading a byte, at once: every answer unheard and too quick
+    assert summary["responses_per_block"] == [
+        {"block": "abx", "type": "abx", "responses": 3, "unheard": 3, "too_quick": 3}
+    ]
     assert sum(summary["responses_per_condition"]["abx"].values()) == 2  # catch not counted
     assert summary["balance"][0]["cells"] == 4
     assert summary["too_fast_answers"] == 3

@@ -137,10 +137,11 @@ def test_mushra_answers_are_checked():
     mushra = get_trial_type("mushra")
     block = _block("mushra", conditions=["sys_a"], anchors=["lp35"])
     spec = mushra.schedule(block, _catalog(), 0, random.Random(1))[0]
-    good = {"score_s1": "100", "score_s2": "20", "score_s3": "55"}
+    good = {"score_s1": "100", "score_s2": "20", "score_s3": "55", "moved": "all"}
     assert mushra.parse_answer(spec, block, good)["scores"] == {"s1": 100, "s2": 20, "s3": 55}
     for bad in (
-        {"score_s1": "100", "score_s2": "20"},
+        {"score_s1": "100", "score_s2": "20", "moved": "all"},
+        {k: v for k, v in good.items() if k != "moved"},  # no "every slider moved": refused
         good | {"score_s3": "101"},
         good | {"score_s3": "-1"},
         good | {"score_s3": "x"},

@@ -37,9 +37,11 @@
       : (data.median_completion_seconds / 60).toFixed(1));
     set("quality-line", "Failed headphone screening: " + data.failed_screening +
       " · failed catch/attention items: " + data.failed_catch +
-      " · answers faster than the audio: " + data.too_fast_answers);
+      " · answers faster than the audio: " + data.too_fast_answers +
+      " · answers before the audio was downloaded whole (unheard): " + data.unheard_answers);
     fill("per-block", data.responses_per_block.map(function (b) {
-      return [cell(b.block), cell(b.type), cell(String(b.responses))];
+      return [cell(b.block), cell(b.type), cell(String(b.responses)),
+        cell(String(b.unheard)), cell(String(b.too_quick))];
     }));
     const perCondition = [];
     Object.entries(data.responses_per_condition).forEach(function ([block, counts]) {
@@ -57,6 +59,8 @@
       if (p.failed_screening) flags.push("failed screening");
       if (p.failed_catch) flags.push("failed catch");
       if (p.too_fast) flags.push(p.too_fast + " too fast");
+      if (p.unheard) flags.push(p.unheard + " unheard");
+      if (p.too_quick) flags.push(p.too_quick + " too quick");
       if (p.screened_out) flags.push("screened out");
       return [
         cell(p.participant, root.dataset.participantBase.replace("PID", p.participant)),

@@ -97,16 +97,25 @@
     return (heard[slot] || 0) + running;
   }
 
+  // Next stays disabled until every slider is set (and, with require_full_listen, every clip
+  // heard); the server refuses an answer with an unset slider all the same.
   function updateLock() {
-    if (!requireFull || !Object.keys(buffers).length) return;
-    const waiting = Object.keys(buffers).filter(function (slot) {
-      return heardSeconds(slot) < buffers[slot].duration - 0.05;
-    });
-    submit.disabled = waiting.length > 0;
-    hint.textContent = waiting.length
-      ? "Listen to the Reference and every sample all the way through to submit."
-      : "";
-    root.dataset.waiting = String(waiting.length);
+    const unset = sliders.length - touched.size;
+    let waiting = [];
+    if (requireFull) {
+      waiting = Object.keys(buffers).length ? Object.keys(buffers).filter(function (slot) {
+        return heardSeconds(slot) < buffers[slot].duration - 0.05;
+      }) : ["loading"];
+      root.dataset.waiting = String(waiting.length);
+    }
+    submit.disabled = unset > 0 || waiting.length > 0;
+    if (waiting.length) {
+      hint.textContent = "Listen to the Reference and every sample all the way through to submit.";
+    } else if (unset) {
+      hint.textContent = "Set every slider to submit (" + unset + " not set yet).";
+    } else {
+      hint.textContent = "";
+    }
   }
 
   function select(slot, restarted) {
@@ -149,14 +158,26 @@
   }
 
   sliders.forEach(function (slider) {
-    const out = root.querySelector('output[data-for="' + slider.dataset.slot + '"]');
-    slider.addEventListener("input", function () {
+    const slot = slider.dataset.slot;
+    const out = root.querySelector('output[data-for="' + slot + '"]');
+    const score = form.querySelector('input[name="score_' + slot + '"]');
+    // "click" too: a click on the track at the resting position moves nothing (no "input"),
+    // yet it is a rating.
+    function set() {
+      score.value = slider.value;
       out.textContent = slider.value;
-      touched.add(slider.dataset.slot);
+      slider.classList.remove("unset");
+      slider.removeAttribute("aria-valuetext");
+      touched.add(slot);
       moved.value = touched.size === sliders.length ? "all" : "some";
-    });
+      updateLock();
+    }
+    slider.addEventListener("input", set);
+    slider.addEventListener("change", set);
+    slider.addEventListener("click", set);
   });
   moved.value = "none";
+  updateLock();
 
   buttons.forEach(function (b) {
     b.addEventListener("click", function () { select(b.dataset.slot); });
@@ -176,7 +197,8 @@
     buttons.forEach(function (b) { b.disabled = false; });
     stopButton.disabled = false;
     root.dataset.loaded = "true";
-    if (requireFull) { updateLock(); setInterval(updateLock, 250); }
+    updateLock();
+    if (requireFull) setInterval(updateLock, 250);
     status.textContent = "Ready. Play the Reference and each sample; rate every sample.";
   }).catch(function () {
     status.textContent = "The sounds could not be loaded. Please reload the page.";

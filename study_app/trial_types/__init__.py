@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,11 @@ class TrialType:
         """Shortest time in which the trial's audio can be heard as the block requires."""
         return 0.0
 
+    def min_answer_seconds(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> float:
+        """Seconds after the page was served before the server accepts an answer (a pause's
+        countdown); an earlier answer is refused. Default: none."""
+        return 0.0
+
     def screening_failed(
         self,
         block: Mapping[str, Any],
@@ -184,38 +190,68 @@ def _load_all() -> None:
 # Shared parsing helpers for the types' answer validation -----------------------------------
 
 
+# Whole numbers as a form sends them: ASCII digits only. Python's int() also takes "1_000" and
+# " ９ " (any Unicode digit); neither is an honest answer.
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+# A client-measured duration in milliseconds: digits with an optional fraction. No exponent, so
+# "1e400", "inf" and "nan" never reach float() (they would overflow int() or compare as false).
+MILLISECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
+# No trial is looked at for a day: a longer response time is a forged form, not a slow listener.
+MAX_RT_MS = 24 * 3600 * 1000
+# trial.js counts every start of playback and mushra.js every switch to a slot; switching back
+# and forth is how MUSHRA is meant to be done, so the bound is generous (the old clamp's value).
+MAX_PLAYS = 10_000
+
+
 def int_in_range(
     form: Mapping[str, str], field: str, low: int, high: int, problems: list[str], *, label: str
 ) -> int | None:
+    """The whole number in `field`, or None with a problem naming `label` appended."""
     raw = (form.get(field) or "").strip()
     if not raw:
         problems.append(f"Please answer: {label}.")
         return None
-    try:
-        value = int(raw)
-    except ValueError:
+    if not WHOLE_NUMBER.fullmatch(raw):
         problems.append(f"{label}: {raw[:20]!r} is not a whole number.")
         return None
-    if not low <= value <= high:
+    value = _small_int(raw)
+    if value is None or not low <= value <= high:
         problems.append(f"{label}: must be between {low} and {high}.")
         return None
     return value
 
 
+def _small_int(digits: str) -> int | None:
+    """int(digits), or None for more digits than any bound here needs: int() of a long string
+    costs time (and raises beyond 4,300 digits)."""
+    return int(digits) if len(digits) <= 12 else None
+
+
 def play_counts(form: Mapping[str, str], slots: tuple[str, ...]) -> dict[str, int]:
-    """Client-reported play counts; bounded so a forged form cannot store nonsense."""
+    """Client-reported play counts per slot (0 when the page sent none).
+
+    Raises AnswerError naming the field for anything but a whole number in 0..MAX_PLAYS: the
+    page only ever sends such a number, so another value is a forged form, refused rather than
+    clamped into a plausible-looking count.
+    """
     counts = {}
     for slot in slots:
-        try:
-            counts[slot] = max(0, min(int(form.get(f"plays_{slot}", "0")), 10_000))
-        except ValueError:
-            counts[slot] = 0
+        field = f"plays_{slot}"
+        raw = (form.get(field) or "0").strip()
+        value = _small_int(raw) if WHOLE_NUMBER.fullmatch(raw) else None
+        if value is None or not 0 <= value <= MAX_PLAYS:
+            raise AnswerError([f"{field}: must be a whole number between 0 and {MAX_PLAYS}."])
+        counts[slot] = value
     return counts
 
 
 def client_rt_ms(form: Mapping[str, str]) -> int | None:
-    try:
-        value = int(float(form.get("rt_ms", "")))
-    except ValueError:
+    """The response time the page measured, in whole milliseconds; None when it sent none (a
+    browser without JavaScript). Raises AnswerError naming `rt_ms` for any other value that is
+    not a finite number in 0..MAX_RT_MS (inf, nan, negative, exponent forms, text)."""
+    raw = (form.get("rt_ms") or "").strip()
+    if not raw:
         return None
-    return value if 0 <= value <= 24 * 3600 * 1000 else None
+    if not MILLISECONDS.fullmatch(raw) or float(raw) > MAX_RT_MS:
+        raise AnswerError([f"rt_ms: must be a number of milliseconds between 0 and {MAX_RT_MS}."])
+    return round(float(raw))

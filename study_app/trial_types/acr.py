@@ -189,6 +189,11 @@ class AbsoluteCategoryRating(TrialType):
     def min_listen_seconds(self, spec: Mapping[str, Any], durations: Mapping[str, float]) -> float:
         return 0.0 if spec["item"] == "rest" else float(spec["duration"])
 
+    def min_answer_seconds(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> float:
+        # The pause's own length, as its page counts it down (the spec, not today's block: the
+        # page showed the spec's value).
+        return float(spec.get("rest_seconds", 0)) if spec["item"] == "rest" else 0.0
+
     def study_tables(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """MOS with 95% Student-t intervals (ITU-T P.800.2) per clip and per listener, over the
         rated clips of listeners who are not excluded (P.808: failed gold/trap removed)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..catalog import REFERENCE, Catalog
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, play_counts, register
 
 ANCHOR_CUTOFFS = {"lp35": 3500.0, "lp70": 7000.0}
+SCORE = re.compile(r"[0-9]{1,3}")
 HIDDEN_REFERENCE_MIN = 90
 MAX_FAILED_FRACTION = 0.15
 
@@ -221,31 +223,43 @@ class Mushra(TrialType):
     def parse_answer(
         self, spec: Mapping[str, Any], block: Mapping[str, Any], form: Mapping[str, str]
     ) -> dict[str, Any]:
+        """Scores of every sample, each one set by the participant (BS.1534 asks for every
+        stimulus to be rated). The page's sliders start unset and their score fields empty, so
+        an empty or missing score is a slider never set: refused, naming the samples. Every
+        numeric field must be a finite number in its range, else refused naming the field."""
         problems: list[str] = []
         scores = {}
+        unset = []
         for i, s in enumerate(spec["stimuli"], 1):
-            raw = (form.get(f"score_{s['slot']}") or "").strip()
-            try:
-                value = int(raw)
-            except ValueError:
-                problems.append(f"Please rate sample {i} (0-100).")
-                continue
-            if not 0 <= value <= 100:
-                problems.append(f"Sample {i}: the score must be between 0 and 100.")
-                continue
-            scores[s["slot"]] = value
-        if form.get("moved") is not None and form.get("moved") != "all":
-            # The page sets moved=all once every slider was touched: an untouched slider is
-            # not a rating (BS.1534 asks for every stimulus to be rated).
+            field = f"score_{s['slot']}"
+            raw = (form.get(field) or "").strip()
+            if not raw:
+                unset.append(f"sample {i}")
+            elif not SCORE.fullmatch(raw) or not 0 <= int(raw) <= 100:
+                # (ASCII digits only: no "nan", "inf", "1e2" or Unicode digits get through)
+                problems.append(f"{field} (sample {i}): the score must be a whole number 0-100.")
+            else:
+                scores[s["slot"]] = int(raw)
+        if unset:
+            problems.insert(0, f"Please set every slider; not set yet: {', '.join(unset)}.")
+        elif form.get("moved") != "all":
+            # The page sets moved=all once every slider was set; an answer without it did not
+            # come from a page on which every slider was moved.
             problems.append("Please move every slider (rate every sample).")
+        slots = ("ref", *(s["slot"] for s in spec["stimuli"]))
+        plays: dict[str, int] = {}
+        rt_ms = None
+        try:
+            plays = play_counts(form, slots)
+        except AnswerError as exc:
+            problems.extend(exc.problems)
+        try:
+            rt_ms = client_rt_ms(form)
+        except AnswerError as exc:
+            problems.extend(exc.problems)
         if problems:
             raise AnswerError(problems)
-        slots = ("ref", *(s["slot"] for s in spec["stimuli"]))
-        return {
-            "scores": scores,
-            "plays": play_counts(form, slots),
-            "client_rt_ms": client_rt_ms(form),
-        }
+        return {"scores": scores, "plays": plays, "client_rt_ms": rt_ms}
 
     def export_rows(
         self, spec: Mapping[str, Any], answer: Mapping[str, Any]

@@ -5,6 +5,9 @@ Revises: 7c1e5a9d2b40
 Create Date: 2026-12-02 09:00:00
 
 """
+import json
+import re
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -33,6 +36,7 @@ def upgrade():
         "update studies set participants_enrolled = coalesce((select max(p.public_number) "
         "from participants p where p.study_id = studies.id and p.public_number > 0), 0)"
     )
+    _count_withdrawn_participants()
     with op.batch_alter_table('participants', schema=None) as batch_op:
         batch_op.alter_column('public_number', existing_type=sa.Integer(), nullable=False)
         batch_op.create_unique_constraint(
@@ -50,6 +54,34 @@ def upgrade():
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_media_fetches_trial_id', 'media_fetches', ['trial_id'], unique=False)
+
+
+def _count_withdrawn_participants():
+    """A withdrawn participant's row is gone, but their public id must not be given again: the
+    audit log keeps it ("withdraw" events, detail.participant "P0007"), so the count starts at
+    least there. (Withdrawing the latest arrival left no row with its number.)"""
+    bind = op.get_bind()
+    highest = {}
+    events = bind.execute(
+        sa.text(
+            "select study_id, detail from audit_events "
+            "where action = 'withdraw' and study_id is not null"
+        )
+    )
+    for study_id, detail in events:
+        if isinstance(detail, str):  # SQLite hands JSON back as text
+            detail = json.loads(detail)
+        found = re.fullmatch(r"P(\d+)", str((detail or {}).get("participant", "")))
+        if found:
+            highest[study_id] = max(highest.get(study_id, 0), int(found.group(1)))
+    for study_id, number in highest.items():
+        bind.execute(
+            sa.text(
+                "update studies set participants_enrolled = :number "
+                "where id = :study and participants_enrolled < :number"
+            ),
+            {"number": number, "study": study_id},
+        )
 
 
 def downgrade():
