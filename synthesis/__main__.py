@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
@@ -14,6 +15,26 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_threads() -> int:
+    """CPU threads for torch when --threads is not given.
+
+    One on machines of up to 4 cores (usually shared: more threads there only contend), else
+    half the cores, at most 8. Clip bytes do not depend on it (docs/synthesis.md).
+    """
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else min(8, cores // 2)
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 on machines of up to 4 cores, else half the "
+        "cores, at most 8)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (.json/.yaml) or a shipped name: tiny, musicgen-small",
     )
     generate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    _add_threads(generate)
 
     train = commands.add_parser("train-adapter", help="train the vit_adapter, MusicGen frozen")
     train.add_argument("--videos", type=pathlib.Path, required=True)
@@ -51,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--device", default=None)
+    _add_threads(train)
 
     train_gan = commands.add_parser(
         "train-gan", help="train the gan condition's generator, MusicGen's codec frozen"
@@ -75,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="train up to this step (default: gan.steps)"
     )
     train_gan.add_argument("--device", default=None)
+    _add_threads(train_gan)
 
     compare = commands.add_parser(
         "compare", help="objective metrics of conditions of a stimulus set against its references"
@@ -121,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     if not arguments.videos.is_dir():
         print(f"no such folder: {arguments.videos}", file=sys.stderr)
         return 2
+    threads = arguments.threads if arguments.threads is not None else default_threads()
+    if threads < 1:
+        print("--threads must be at least 1", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(threads)
     from synthesis import pipeline
 
     device = arguments.device or _default_device()

@@ -218,4 +218,25 @@ def load_config(name_or_path: str | pathlib.Path) -> SynthesisConfig:
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
-    return config_from_dict(data)
+    config = config_from_dict(data)
+    if path.resolve().parent != SHIPPED_CONFIGS.resolve():
+        resolve_relative_paths(config, path.resolve().parent)
+    return config
+
+
+def resolve_relative_paths(config: SynthesisConfig, folder: pathlib.Path) -> None:
+    """Makes the relative paths of a config file relative to the file's folder, in place.
+
+    A config kept beside its checkpoints (`checkpoint: checkpoints/adapter.safetensors`) then
+    works from any current directory. A model `path` is resolved only when that folder exists
+    there: otherwise it is taken as a Hugging Face hub id (`facebook/musicgen-small`). Shipped
+    configs are not resolved: their paths are relative to the directory the command runs in.
+    """
+    for section in (config.adapter, config.gan):
+        if section.checkpoint and not pathlib.Path(section.checkpoint).is_absolute():
+            section.checkpoint = str(folder / section.checkpoint)
+    for spec in (config.encoder, config.musicgen, config.clip):
+        if spec.path and not pathlib.Path(spec.path).is_absolute():
+            candidate = folder / spec.path
+            if candidate.exists():
+                spec.path = str(candidate)

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional
 
 from synthesis.config import ConfigError, GanConfig
-from synthesis.models import LoadedMusicgen, state_dict_sha256
+from synthesis.models import LoadedMusicgen, one_cpu_thread, state_dict_sha256
 
 STATE_FILE = "gan-state.pt"  # the whole training state, for resuming
 GENERATOR_FILE = "gan-generator.safetensors"  # the generator alone, for `gan.checkpoint`
@@ -802,8 +802,9 @@ class GanSynthesizer:
         device = self.musicgen.device
         noise = draw_noise(self.generator.shape, 1, frames, torch.Generator().manual_seed(seed))
         visual = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))[None].to(device)
-        standardized = self.generator(visual, noise.to(device))
-        audio = decode_latents(self.musicgen, self.generator.to_latents(standardized))
+        with one_cpu_thread(device):  # the same bytes whatever the run's thread count
+            standardized = self.generator(visual, noise.to(device))
+            audio = decode_latents(self.musicgen, self.generator.to_latents(standardized))
         samples = int(round(seconds * self.sampling_rate))
         return audio[0, :, :samples].float().cpu().numpy()
 

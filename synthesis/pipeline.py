@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from synthesis import audio as audio_ops
 from synthesis.adapter import (
@@ -35,6 +34,7 @@ from synthesis.conditions import (
     RunContext,
     SegmentInput,
     get_condition,
+    mismatch_partner,
 )
 from synthesis.config import ConfigError, SynthesisConfig
 from synthesis.decoding import DecodingSettings, StaticCacheDecoder
@@ -44,7 +44,14 @@ from synthesis.encoders import (
     load_clip_labeller,
     load_visual_encoder,
 )
-from synthesis.features import intensity_scale, motion_energy, segment_features
+from synthesis.features import (
+    MAX_BPM,
+    MIN_BPM,
+    intensity_scale,
+    measurable_tempo_range,
+    motion_energy,
+    segment_features,
+)
 from synthesis.gan import (
     GanSynthesizer,
     check_generator_fits,
@@ -65,6 +72,7 @@ from synthesis.models import (
     load_musicgen,
     state_dict_sha256,
 )
+from synthesis.progress import Progress
 from synthesis.video import (
     VideoError,
     VideoSource,
@@ -91,6 +99,7 @@ class RunSummary:
     set_folder: pathlib.Path
     sources_used: list[str] = field(default_factory=list)
     sources_skipped: list[tuple[str, str]] = field(default_factory=list)
+    sources_changed: list[tuple[str, str]] = field(default_factory=list)  # (source, what)
     clips_written: int = 0
     clips_reused: int = 0
     clips_failed: list[tuple[str, str]] = field(default_factory=list)
@@ -98,6 +107,8 @@ class RunSummary:
     generation_seconds: float = 0.0
     seconds: float = 0.0
     manifest_problems: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)  # set-relative paths
+    notes: list[str] = field(default_factory=list)  # warnings about the set's features
 
     def text(self) -> str:
         lines = [
@@ -105,6 +116,10 @@ class RunSummary:
             f"sources used: {len(self.sources_used)}; skipped: {len(self.sources_skipped)}",
         ]
         lines += [f"  skipped {source}: {reason}" for source, reason in self.sources_skipped]
+        lines += [
+            f"  changed since the last run, its clips remade: {source} ({what})"
+            for source, what in self.sources_changed
+        ]
         lines.append(
             f"clips written: {self.clips_written}; already done: {self.clips_reused}; "
             f"failed: {len(self.clips_failed)}"
@@ -116,6 +131,13 @@ class RunSummary:
                 f"generated {self.audio_seconds_generated:.1f} s of audio in "
                 f"{self.generation_seconds:.1f} s ({speed:.2f} audio-s/s)"
             )
+        if self.files_removed:
+            lines.append(
+                f"removed {len(self.files_removed)} files no longer in the manifest: "
+                + ", ".join(self.files_removed[:5])
+                + (", ..." if len(self.files_removed) > 5 else "")
+            )
+        lines += [f"note: {note}" for note in self.notes]
         lines.append(f"total time: {self.seconds:.1f} s")
         if self.manifest_problems:
             lines.append("manifest problems:")
@@ -149,11 +171,13 @@ def ingest_source(
     cache: EmbeddingCache,
     audio_rate: int,
     set_folder: pathlib.Path | None,
+    previous_video_sha256: str | None = None,
 ) -> IngestedSource:
     """Frames, embeddings, motion features and reference audio of every segment of a source.
 
-    With a `set_folder`, also writes the muted copy of the video and copies the score into it.
-    Raises VideoError for a corrupt video, a missing audio track or a too-short video.
+    With a `set_folder`, also writes the muted copy of the video (kept when the set's last run
+    recorded the same `previous_video_sha256`) and copies the score into it. Raises VideoError
+    for a corrupt or truncated video, a missing audio track or a too-short video.
     """
     video_cfg = config.video
     sampled = sample_video(
@@ -219,9 +243,13 @@ def ingest_source(
         "original_video": source.video.name,
         "original_video_sha256": video_sha,
     }
+    if source.reference_audio is not None:  # URMP's mix: the reference clips come from it
+        metadata["reference_audio"] = source.reference_audio.name
+        metadata["reference_audio_sha256"] = file_sha256(source.reference_audio)
     if set_folder is not None:
         muted = set_folder / entry["video"]
-        if not muted.exists():
+        # A video replaced under the same name must replace its muted copy too.
+        if not muted.exists() or previous_video_sha256 != video_sha:
             write_muted_copy(source.video, muted)
         entry["video_sha256"] = file_sha256(muted)
         if source.score is not None:
@@ -242,15 +270,29 @@ def ingest_all(
     set_folder: pathlib.Path | None,
     summary: RunSummary,
     log: Log,
+    previous_video_sha256: dict[str, str] | None = None,
 ) -> list[IngestedSource]:
     ingested = []
-    for source in tqdm(sources, desc="videos", unit="video", disable=None):
+    progress = Progress(len(sources), "videos", "video")
+    for source in sources:
         try:
-            ingested.append(ingest_source(source, config, encoder, cache, audio_rate, set_folder))
+            ingested.append(
+                ingest_source(
+                    source,
+                    config,
+                    encoder,
+                    cache,
+                    audio_rate,
+                    set_folder,
+                    (previous_video_sha256 or {}).get(source.id),
+                )
+            )
             summary.sources_used.append(source.id)
         except VideoError as error:
             summary.sources_skipped.append((source.id, str(error)))
             log(f"skipping {source.id}: {error}")
+        progress.update()
+    progress.close()
     return ingested
 
 
@@ -263,6 +305,12 @@ def _load_adapter_for_run(
     """(adapter, provenance label, why absent)."""
     if config.adapter.checkpoint:
         path = pathlib.Path(config.adapter.checkpoint)
+        if not path.is_file() or not path.with_suffix(".json").is_file():
+            raise ConfigError(
+                f"adapter checkpoint {path} (or its .json sidecar) does not exist: train one with "
+                "`python -m synthesis train-adapter` and point adapter.checkpoint at "
+                "its adapter.safetensors"
+            )
         adapter, sidecar = load_adapter(path)
         shape = adapter.shape
         if (
@@ -327,13 +375,15 @@ def _load_gan_for_run(
         check_generator_fits(generator.shape, expected, sidecar, codec_sha, str(path))
         checkpoint_sha = file_sha256(path)
         label = f"{path.name} sha256:{checkpoint_sha}"
+        # the folder's name only: older sidecars hold the training machine's path
+        trained_on = pathlib.PurePath(sidecar["videos"]).name if sidecar.get("videos") else None
         provenance["gan"] = {
             "checkpoint": path.name,
             "checkpoint_sha256": checkpoint_sha,
             "steps": sidecar.get("steps"),
             "seed": sidecar.get("seed"),
             "training_set": {
-                "videos": sidecar.get("videos"),
+                "videos": trained_on,
                 "segments": len(sidecar.get("training_segments", [])),
                 "segments_sha256": sidecar.get("training_set_sha256"),
             },
@@ -423,6 +473,86 @@ def _clip_entry(
     return entry
 
 
+def portable_config(config: SynthesisConfig) -> dict[str, Any]:
+    """The config as the manifest records it: no path of this machine in it.
+
+    Checkpoints keep their file name (the manifest's `generator.checkpoints` and each clip's
+    provenance identify them by sha256); a model given as a local folder keeps the folder's
+    name (its weights are identified by `weights_sha256`); hub ids stay as they are.
+    """
+    data = json.loads(json.dumps(config.to_dict()))
+    for section in ("adapter", "gan"):
+        if data[section].get("checkpoint"):
+            data[section]["checkpoint"] = pathlib.PurePath(data[section]["checkpoint"]).name
+    for section in ("encoder", "musicgen", "clip"):
+        path = data[section].get("path")
+        if path and (pathlib.Path(path).is_absolute() or pathlib.Path(path).exists()):
+            data[section]["path"] = pathlib.PurePath(path).name
+    return data
+
+
+def tempo_notes(config: SynthesisConfig) -> list[str]:
+    """What the set's motion tempo features can and cannot say, given the segment length."""
+    video = config.video
+    tempo_range = measurable_tempo_range(video.segment_seconds, video.motion_rate)
+    wanted = f"{int(MIN_BPM)}-{int(MAX_BPM)} BPM"
+    if tempo_range is None:
+        return [
+            f"segments of {video.segment_seconds:g} s at {video.motion_rate:g} Hz are too short "
+            "for any motion tempo: segments[].features.tempo_bpm is always null"
+        ]
+    low, high = tempo_range
+    if low > MIN_BPM + 0.5 or high < MAX_BPM - 0.5:
+        return [
+            f"segments of {video.segment_seconds:g} s at {video.motion_rate:g} Hz can only show "
+            f"motion tempi of {low:.0f}-{high:.0f} BPM (a pulse must repeat within half a "
+            f"segment), not {wanted}: segments[].features.tempo_bpm (and text_bridge's 'around N "
+            "BPM') is not meaningful; use segments of at least "
+            f"{2 * 60 / MIN_BPM:g} s for tempo"
+        ]
+    return []
+
+
+def _remove_unlisted_files(out: pathlib.Path, manifest: dict[str, Any]) -> list[str]:
+    """Deletes clips, muted videos and scores of the set's folders that the manifest omits.
+
+    A rerun with another config (other conditions, fewer segments) or without a source would
+    otherwise leave its old files beside the new set, where they look like part of it.
+    """
+    listed = {clip["path"] for clip in manifest["clips"]}
+    listed |= {source["video"] for source in manifest["sources"]}
+    listed |= {source["score"] for source in manifest["sources"] if source.get("score")}
+    removed = []
+    for folder, pattern in (("audio", "*.wav"), ("videos", "*.mp4"), ("scores", "*")):
+        for path in sorted((out / folder).glob(pattern)):
+            relative = path.relative_to(out).as_posix()
+            if path.is_file() and relative not in listed:
+                path.unlink()
+                removed.append(relative)
+    return removed
+
+
+def _changed_sources(previous: dict[str, Any], ingested: list[IngestedSource]) -> dict[str, str]:
+    """Sources of the last run whose video or reference audio now has other content."""
+    before = {source["id"]: source.get("metadata", {}) for source in previous.get("sources", [])}
+    changed = {}
+    for source in ingested:
+        if source.entry["id"] not in before:
+            continue
+        old, new = before[source.entry["id"]], source.entry["metadata"]
+        what = [
+            label
+            for key, label in (
+                ("original_video_sha256", f"video {new['original_video']}"),
+                ("reference_audio_sha256", f"reference audio {new.get('reference_audio')}"),
+            )
+            if old.get(key) != new.get(key)
+        ]
+        if what:
+            changed[source.entry["id"]] = " and ".join(what) + " replaced by other content"
+    return changed
+
+
 def generate_set(
     videos: pathlib.Path,
     out: pathlib.Path,
@@ -446,27 +576,48 @@ def generate_set(
             f"positions; {musicgen.name} has {decoder_config.max_position_embeddings} (about 30 s "
             "for the released MusicGen models): use shorter segments"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(out / ".cache" / "embeddings")
-    clip_rate = musicgen.sampling_rate
     version = code_version()
-
-    ingested = ingest_all(
-        discover_sources(videos), config, encoder, cache, clip_rate, out, summary, log
-    )
-    all_segments = [segment for source in ingested for segment in source.segments]
-
+    # Checkpoints before the videos: a wrong path must stop the run before an hour of ingest.
     adapter, adapter_label, adapter_missing = None, None, ""
     if {"vit_adapter", "mismatched"} & set(config.conditions):
         adapter, adapter_label, adapter_missing = _load_adapter_for_run(config, encoder, musicgen)
+    gan, gan_missing = None, ""
+    if "gan" in config.conditions:
+        gan, gan_missing = _load_gan_for_run(config, encoder, musicgen, version)
     labeller = (
         load_clip_labeller(config.clip, torch_device)
         if "text_bridge" in config.conditions
         else None
     )
-    gan, gan_missing = None, ""
-    if "gan" in config.conditions:
-        gan, gan_missing = _load_gan_for_run(config, encoder, musicgen, version)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = EmbeddingCache(out / ".cache" / "embeddings")
+    clip_rate = musicgen.sampling_rate
+    summary.notes = tempo_notes(config)
+    for note in summary.notes:
+        log(f"note: {note}")
+
+    previous = read_manifest(out) or {}
+    previous_video_sha256 = {
+        source["id"]: source.get("metadata", {}).get("original_video_sha256")
+        for source in previous.get("sources", [])
+    }
+    ingested = ingest_all(
+        discover_sources(videos),
+        config,
+        encoder,
+        cache,
+        clip_rate,
+        out,
+        summary,
+        log,
+        previous_video_sha256,
+    )
+    all_segments = [segment for source in ingested for segment in source.segments]
+    changed = _changed_sources(previous, ingested)
+    summary.sources_changed = sorted(changed.items())
+    for source_id, what in summary.sources_changed:
+        log(f"{source_id}: {what} since the last run; its clips are remade")
+
     context = RunContext(
         musicgen,
         encoder.name,
@@ -480,18 +631,43 @@ def generate_set(
         gan_missing=gan_missing,
     )
 
-    previous = read_manifest(out) or {}
+    # What the clips were made with: the config and the models' and checkpoints' contents.
+    made_with = {
+        "config": portable_config(config),
+        "musicgen_weights_sha256": musicgen.weights_sha256,
+        "encoder_weights_sha256": encoder.weights_sha256,
+        "checkpoints": {"adapter": adapter_label, "gan": gan.label if gan else None},
+    }
+    previous_generator = previous.get("generator", {})
+    previous_made_with = {
+        "config": previous_generator.get("config"),
+        "musicgen_weights_sha256": previous_generator.get("musicgen", {}).get("weights_sha256"),
+        "encoder_weights_sha256": previous_generator.get("encoder", {}).get("weights_sha256"),
+        "checkpoints": previous_generator.get("checkpoints"),
+    }
     finished_clips = {}
-    config_as_json = json.loads(json.dumps(config.to_dict()))
-    if previous and previous.get("generator", {}).get("config") != config_as_json:
+    if previous and previous_made_with != made_with:
         # Mixing clips made under two configs would break the set's comparability.
-        log("the set was made with another config: remaking every clip")
+        log("the set was made with another config, model or checkpoint: remaking every clip")
         previous = {}
+    segments_by_id = {segment.id: segment for segment in all_segments}
+    changed_segments = {segment.id for segment in all_segments if segment.source_id in changed}
     for clip in previous.get("clips", []):
         clip_path = out / clip["path"]
+        segment = segments_by_id.get(clip["segment"])
+        partner = (clip.get("provenance") or {}).get("mismatched_with")
+        if segment is None or clip["segment"] in changed_segments or partner in changed_segments:
+            continue  # its source (or, for mismatched, its partner's source) has new content
+        if partner is not None:
+            try:
+                if mismatch_partner(segment, all_segments).id != partner:
+                    continue  # sources were added or removed: another partner now
+            except ConditionSkipped:
+                continue
         if clip_path.exists() and file_sha256(clip_path) == clip["sha256"]:
             finished_clips[clip["id"]] = clip
 
+    threads = torch.get_num_threads()
     manifest: dict[str, Any] = {
         "schema_version": "1.0",
         "name": safe_id(out.name)[:64],
@@ -502,7 +678,8 @@ def generate_set(
         "generator": {
             "tool": "sightsound synthesis",
             "code_version": version,
-            "config": config.to_dict(),
+            "config": made_with["config"],
+            "checkpoints": made_with["checkpoints"],
             "musicgen": {
                 "name": musicgen.name,
                 "family": musicgen.family,
@@ -513,6 +690,12 @@ def generate_set(
                 "family": encoder.family,
                 "weights_sha256": encoder.weights_sha256,
             },
+            # A clip's bytes are reproducible for the same seed, device, torch_threads and
+            # library versions (docs/synthesis.md, "Reproducibility").
+            "device": str(torch_device),
+            "torch_threads": threads,
+            "torch_version": torch.__version__,
+            "notes": summary.notes,
             "skipped_sources": [],
         },
         "sources": [source.entry for source in ingested],
@@ -572,7 +755,7 @@ def generate_set(
 
     pending: list[PendingClip] = []
     total = len(all_segments) * len(config.conditions)
-    progress = tqdm(total=total, desc="clips", unit="clip", disable=None)
+    progress = Progress(total, "clips", "clip")
     for segment in all_segments:
         for name in config.conditions:
             clip_id = f"{segment.id}.{name}"
@@ -598,6 +781,7 @@ def generate_set(
                 # the same finishing chain as MusicGen's clips below.
                 provenance = (plan.provenance or None) if condition.generates else None
                 if condition.generates:
+                    provenance = {**(provenance or {}), "torch_threads": threads}
                     summary.audio_seconds_generated += segment.duration
                     summary.generation_seconds += time.perf_counter() - planning_started
                 finish_and_write(clip_id, segment, name, plan.audio, plan.audio_rate, provenance)
@@ -670,6 +854,9 @@ def generate_set(
                     "temperature": generation.temperature,
                     "top_k": generation.top_k,
                 },
+                # with the seed, what the clip's bytes depend on (docs: "Reproducibility")
+                "batch_size": generation.batch_size,
+                "torch_threads": threads,
                 **item.plan.provenance,
             }
             finish_and_write(
@@ -689,6 +876,8 @@ def generate_set(
     summary.manifest_problems = (
         schema_problems(manifest) if manifest["clips"] else ["no clips were made"]
     )
+    if manifest["clips"]:  # only once the new manifest is on disk
+        summary.files_removed = _remove_unlisted_files(out, manifest)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -816,7 +1005,7 @@ def train_gan_on_videos(
         "encoder_weights_sha256": encoder.weights_sha256,
         "config": config.name,
         "code_version": code_version(),
-        "videos": str(videos),
+        "videos": videos.resolve().name,  # a name, not this machine's path; segments identify
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")

@@ -38,7 +38,54 @@ URMP_INSTRUMENTS = {
 
 
 class VideoError(RuntimeError):
-    """A video that cannot be used: corrupt, without audio, too short."""
+    """A video that cannot be used: corrupt, truncated, without audio, too short."""
+
+
+# A decode may end this much before the container's stated duration (rounding of the last
+# frame's or audio packet's duration, encoder priming) before we call the file truncated.
+SHORT_DECODE_TOLERANCE_SECONDS = 0.5
+
+
+def describe_av_error(error: BaseException) -> str:
+    """FFmpeg's error as a clause without its errno or the machine's path of the file.
+
+    PyAV's own text is `[Errno 1094995529] Invalid data found when processing input: '/abs/path'`:
+    the number means nothing to a reader and the path must not reach a portable manifest.
+    """
+    if isinstance(error, av.error.InvalidDataError):
+        return "FFmpeg found invalid data (the file is damaged, truncated or not a media file)"
+    if isinstance(error, FileNotFoundError):
+        return "the file does not exist"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    reason = getattr(error, "strerror", None) or str(error)
+    return f"FFmpeg reports: {str(reason).rstrip('.')}"
+
+
+def _stated_seconds(stream: Any, container: Any) -> float | None:
+    """The duration the file's index states for `stream` (else for the container), if any."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / av.time_base
+    return None
+
+
+def _check_complete(
+    name: str, what: str, decoded: float, stated: float | None, slack: float
+) -> None:
+    """Raises VideoError when `decoded` seconds fall short of the `stated` duration.
+
+    A file cut short after its index (an MP4 with `moov` at the start, copied or downloaded
+    halfway) still states its full length; FFmpeg decodes the part that is there and stops
+    without an error. Such a source is skipped rather than used in part: its audio and video may
+    end at different points, and a study should not silently get a shorter performance.
+    """
+    if stated is not None and decoded + SHORT_DECODE_TOLERANCE_SECONDS + slack < stated:
+        raise VideoError(
+            f"{name} is truncated or damaged: the file says {stated:.2f} s of {what} but only "
+            f"{decoded:.2f} s decode; copy or export it again"
+        )
 
 
 @dataclass
@@ -138,7 +185,7 @@ def sample_video(
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as error:
-        raise VideoError(f"cannot open {path.name}: {error}") from error
+        raise VideoError(f"cannot open {path.name}: {describe_av_error(error)}") from error
     frames: list[np.ndarray] = []
     motion: list[np.ndarray] = []
     with container:
@@ -171,12 +218,14 @@ def sample_video(
                         motion.append(gray)
                         next_motion += 1.0 / motion_rate
         except (av.error.FFmpegError, ValueError) as error:
-            raise VideoError(f"cannot decode {path.name}: {error}") from error
+            raise VideoError(
+                f"cannot decode the video of {path.name}: {describe_av_error(error)}"
+            ) from error
+        stated = _stated_seconds(stream, container)
     if not frames:
         raise VideoError(f"{path.name}: no decodable video frames")
-    duration = last_time
-    if stream.duration is not None and stream.time_base is not None:
-        duration = min(duration, float(stream.duration * stream.time_base)) or duration
+    _check_complete(path.name, "video", last_time, stated, 2 * frame_period)
+    duration = min(last_time, stated) if stated else last_time
     return SampledVideo(duration, frame_rate, np.stack(frames), motion_rate, np.stack(motion))
 
 
@@ -186,7 +235,7 @@ def read_audio(path: pathlib.Path, sample_rate: int, channels: int) -> np.ndarra
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as error:
-        raise VideoError(f"cannot open {path.name}: {error}") from error
+        raise VideoError(f"cannot open {path.name}: {describe_av_error(error)}") from error
     chunks = []
     with container:
         if not container.streams.audio:
@@ -200,30 +249,60 @@ def read_audio(path: pathlib.Path, sample_rate: int, channels: int) -> np.ndarra
             for converted in resampler.resample(None):  # flush
                 chunks.append(converted.to_ndarray())
         except (av.error.FFmpegError, ValueError) as error:
-            raise VideoError(f"cannot decode the audio of {path.name}: {error}") from error
+            raise VideoError(
+                f"cannot decode the audio of {path.name}: {describe_av_error(error)}"
+            ) from error
+        stated = _stated_seconds(stream, container)
     if not chunks:
         raise VideoError(f"{path.name}: its audio track holds no samples")
-    return np.concatenate(chunks, axis=1).astype(np.float32)
+    audio = np.concatenate(chunks, axis=1).astype(np.float32)
+    _check_complete(path.name, "audio", audio.shape[1] / sample_rate, stated, 0.0)
+    return audio
 
 
 def write_muted_copy(source: pathlib.Path, destination: pathlib.Path) -> None:
-    """Copies the video stream only (no re-encoding), dropping audio and other streams."""
+    """Copies the video stream only (no re-encoding), dropping audio and other streams.
+
+    Refuses (VideoError, nothing written) a stream that ends before its index says it does or
+    holds a packet FFmpeg marks corrupt: a stream copy would carry the broken tail into the set.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(destination.stem + ".tmp" + destination.suffix)
     try:
         with av.open(str(source)) as input_container:
             input_stream = input_container.streams.video[0]
+            indexed = input_stream.frames  # packets the index lists; 0 when it does not say
+            copied, end = 0, 0.0
             with av.open(str(temporary), "w", format="mp4") as output_container:
                 output_stream = output_container.add_stream_from_template(input_stream)
                 for packet in input_container.demux(input_stream):
                     if packet.dts is None:
                         continue  # the demuxer's flush packet
+                    if packet.is_corrupt:
+                        raise VideoError(f"{source.name} holds a corrupt video packet")
+                    if packet.pts is not None and packet.time_base is not None:
+                        ticks = packet.pts + (packet.duration or 0)
+                        end = max(end, float(ticks * packet.time_base))
+                    copied += 1
                     packet.stream = output_stream
                     output_container.mux(packet)
+            if indexed and copied < indexed:
+                raise VideoError(
+                    f"{source.name} is truncated: its index lists {indexed} video packets but "
+                    f"only {copied} can be read"
+                )
+            stated = _stated_seconds(input_stream, input_container)
+            start = 0.0
+            if input_stream.start_time is not None and input_stream.time_base is not None:
+                start = float(input_stream.start_time * input_stream.time_base)
+            _check_complete(source.name, "video packets", end - start, stated, 0.0)
+    except VideoError:
+        temporary.unlink(missing_ok=True)
+        raise
     except (av.error.FFmpegError, ValueError) as error:
         temporary.unlink(missing_ok=True)
         raise VideoError(
             f"cannot copy the video stream of {source.name} into an MP4 (codec "
-            f"not allowed in MP4?): {error}"
+            f"not allowed in MP4?): {describe_av_error(error)}"
         ) from error
     temporary.replace(destination)

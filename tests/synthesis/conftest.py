@@ -65,6 +65,85 @@ def make_video(
     return path
 
 
+def make_bowing_video(
+    path: pathlib.Path,
+    bpm: float,
+    seconds: float = 20.0,
+    fps: int = 25,
+    size: int = 64,
+    accent: float = 1.0,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Movement at `bpm`: a bow (bright bar) stroking across the frame once per beat.
+
+    Each stroke is quick (0.12 s) and followed by stillness, alternating direction like down-
+    and up-bows, so the motion bursts once per beat while the bar's position repeats only every
+    two beats. Up-bows travel `accent` of the way (1: even strokes). A slow sway of a second
+    object (0.13 Hz, unrelated to the beat) adds motion that is not the pulse.
+    """
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    beat, stroke = 60.0 / bpm, 0.12
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+        for index in range(int(seconds * fps)):
+            time = index / fps
+            count = int(np.floor(time / beat))
+            travel = min(1.0, (time - count * beat) / stroke)
+            reach = 1.0 if count % 2 == 0 else accent
+            start, end = (0.0, reach) if count % 2 == 0 else (1.0, 1.0 - reach)
+            left = int(4 + (size - 28) * (start + (end - start) * travel))
+            image = background.copy()
+            image[24:40, left : left + 20] = (230, 200, 40)
+            sway = int(4 * np.sin(2 * np.pi * 0.13 * time))
+            image[8 + sway : 18 + sway, 4:14] = (90, 160, 220)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def make_truncated_copy(
+    source: pathlib.Path, path: pathlib.Path, keep: float = 0.45
+) -> pathlib.Path:
+    """`source` remuxed with its index at the start (faststart), then cut after `keep` of it.
+
+    Like a half-copied download: the index still states the full duration.
+    """
+    whole = path.with_name(path.stem + ".whole" + path.suffix)
+    with (
+        av.open(str(source)) as reader,
+        av.open(str(whole), "w", options={"movflags": "faststart"}) as writer,
+    ):
+        streams = {s.index: writer.add_stream_from_template(s) for s in reader.streams}
+        for packet in reader.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            writer.mux(packet)
+    data = whole.read_bytes()
+    whole.unlink()
+    assert data[4:8] == b"ftyp" and b"moov" in data[:4096]  # the index comes first
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.fixture(scope="session")
+def bowing_video_maker():
+    """`make_bowing_video`: movement at a known tempo."""
+    return make_bowing_video
+
+
+@pytest.fixture(scope="session")
+def truncated_copy_maker():
+    """`make_truncated_copy`: an MP4 whose index promises more than the file holds."""
+    return make_truncated_copy
+
+
 @pytest.fixture(scope="session")
 def video_maker():
     """`make_video` for tests that need videos of their own."""

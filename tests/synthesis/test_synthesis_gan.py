@@ -374,3 +374,59 @@ def test_without_a_checkpoint_gan_clips_fail_unless_untrained_is_allowed(video_f
     assert len(gan_clips) == 2
     assert all(clip["provenance"]["gan"]["untrained"].startswith("untrained") for clip in gan_clips)
     load_stimulus_set(tmp_path / "b")
+
+
+# --------------------------------------------------------------------------------------------
+# A set must be movable to another machine
+
+
+def strings_in(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.items() for part in item for text in strings_in(part)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings_in(item)]
+    return []
+
+
+def test_no_path_of_this_machine_in_the_manifest(trained_set, video_folder, tmp_path, monkeypatch):
+    from synthesis.adapter import AdapterShape, VisualAdapter, save_adapter
+
+    _, gan_checkpoint, _, _ = trained_set
+    videos = tmp_path / "inputs" / "videos"
+    videos.mkdir(parents=True)
+    for video in video_folder.glob("*.mp4"):
+        (videos / video.name).write_bytes(video.read_bytes())
+    (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    # a config file beside its adapter checkpoint (relative path) and an absolute GAN path
+    project = tmp_path / "project"
+    adapter = VisualAdapter(AdapterShape(EMBEDDING_SIZE, tiny_musicgen().decoder_width, 4, 32))
+    save_adapter(adapter, project / "checkpoints" / "adapter.safetensors", {"note": "untrained"})
+    config = gan_config(gan_checkpoint, ["reference", "vit_adapter", "mismatched", "gan"])
+    data = config.to_dict()
+    data["adapter"].update(checkpoint="checkpoints/adapter.safetensors", allow_untrained=False)
+    (project / "config.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sets" / "portable"
+    code = main(
+        ["generate", "--videos", str(videos), "--out", str(out), "--config"]
+        + [str(project / "config.json"), "--device", "cpu", "--threads", "1"]
+    )
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [entry["source"] for entry in manifest["generator"]["skipped_sources"]] == ["corrupt"]
+    assert manifest["generator"]["torch_threads"] == 1
+    machine = {str(tmp_path), str(pathlib.Path.home()), str(pathlib.Path.cwd())}
+    machine |= {str(path) for path in (video_folder, gan_checkpoint.parent)}
+    for text in strings_in(manifest):
+        assert not text.startswith(("/", "\\")) and ":\\" not in text, text
+        assert not any(root in text for root in machine), text
+    # the files are named, and identified by their content
+    checkpoints = manifest["generator"]["checkpoints"]
+    assert checkpoints["gan"] == f"gan-generator.safetensors sha256:{file_sha256(gan_checkpoint)}"
+    assert checkpoints["adapter"].startswith("adapter.safetensors sha256:")
+    assert manifest["generator"]["config"]["gan"]["checkpoint"] == "gan-generator.safetensors"
+    gan_clip = next(clip for clip in manifest["clips"] if clip["condition"] == "gan")
+    assert gan_clip["provenance"]["gan"]["training_set"]["videos"] == video_folder.name
+    load_stimulus_set(out)

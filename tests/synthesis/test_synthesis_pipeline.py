@@ -8,11 +8,13 @@ import pathlib
 import shutil
 import struct
 
+import av
 import numpy as np
 import pytest
 
 from study_app.stimulus_set import load_stimulus_set
 from synthesis.audio import integrated_loudness, read_wav
+from synthesis.config import load_config
 from synthesis.manifest import schema_problems
 from synthesis.pipeline import generate_set
 from synthesis.video import file_sha256
@@ -257,3 +259,178 @@ def test_cli_generate_with_a_yaml_config(video_folder, tmp_path, capsys):
         )
         == 2
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17: synthesis faults
+
+
+def copy_videos(source: pathlib.Path, folder: pathlib.Path) -> pathlib.Path:
+    folder.mkdir(parents=True)
+    for video in sorted(source.glob("*.mp4")):
+        shutil.copyfile(video, folder / video.name)
+    return folder
+
+
+def manifest_of(out: pathlib.Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_a_replaced_video_is_redone_with_its_clips(video_folder, tmp_path, video_maker):
+    videos = copy_videos(video_folder, tmp_path / "videos")
+    config = small_config()
+    config.conditions = ["reference", "vit_adapter", "mismatched"]
+    out = tmp_path / "set"
+    generate_set(videos, out, config, "cpu", log=quiet)
+    before = manifest_of(out)
+    clips_before = {clip["id"]: clip["sha256"] for clip in before["clips"]}
+    written_before = {path.name: path.stat().st_mtime_ns for path in (out / "audio").iterdir()}
+    muted_before = {source["id"]: source["video_sha256"] for source in before["sources"]}
+    # the same name, another performance
+    video_maker(videos / "perf_b.mp4", seconds=3.0, pulse_hz=3.0, seed=7)
+    summary = generate_set(videos, out, config, "cpu", log=quiet)
+    assert [source for source, _ in summary.sources_changed] == ["perf_b"]
+    assert "video perf_b.mp4 replaced" in summary.sources_changed[0][1]
+    assert "changed since the last run, its clips remade: perf_b" in summary.text()
+    # perf_b's three clips, and perf_a's mismatched clip, which was made from perf_b's video
+    assert summary.clips_written == 4 and summary.clips_reused == 2
+    after = manifest_of(out)
+    written_after = {path.name: path.stat().st_mtime_ns for path in (out / "audio").iterdir()}
+    remade = {name for name in written_after if written_after[name] != written_before[name]}
+    assert remade == {
+        "perf_b.s000.reference.wav",
+        "perf_b.s000.vit_adapter.wav",
+        "perf_b.s000.mismatched.wav",
+        "perf_a.s000.mismatched.wav",
+    }
+    clips_after = {clip["id"]: clip["sha256"] for clip in after["clips"]}
+    assert clips_after["perf_b.s000.reference"] != clips_before["perf_b.s000.reference"]
+    sources = {source["id"]: source for source in after["sources"]}
+    new_sha = file_sha256(videos / "perf_b.mp4")
+    assert sources["perf_b"]["metadata"]["original_video_sha256"] == new_sha
+    assert sources["perf_b"]["video_sha256"] != muted_before["perf_b"]  # a new muted copy
+    assert file_sha256(out / sources["perf_b"]["video"]) == sources["perf_b"]["video_sha256"]
+    assert sources["perf_a"]["video_sha256"] == muted_before["perf_a"]
+    # the reference clip is the new video's audio: same as a fresh set's
+    fresh = tmp_path / "fresh"
+    generate_set(videos, fresh, config, "cpu", log=quiet)
+    assert manifest_of(fresh)["clips"] == after["clips"]
+    load_stimulus_set(out)
+
+
+def test_truncated_videos_are_skipped_and_never_copied(tmp_path, video_maker, truncated_copy_maker):
+    videos = tmp_path / "videos"
+    video_maker(videos / "good.mp4", seconds=2.5)
+    whole = video_maker(tmp_path / "whole.mp4", seconds=12.0, fps=25)
+    truncated_copy_maker(whole, videos / "cut.mp4", keep=0.45)
+    # URMP: the video cut short, its mix (a separate file) whole
+    piece = videos / "02_Air_fl"
+    piece.mkdir()
+    truncated_copy_maker(whole, piece / "Vid_02_Air_fl.mp4", keep=0.45)
+    with av.open(str(whole)) as reader, av.open(str(piece / "AuMix_02_Air_fl.wav"), "w") as mix:
+        stream = mix.add_stream("pcm_s16le", rate=16000)
+        stream.layout = "mono"
+        for frame in reader.decode(audio=0):
+            frame.pts = None
+            for packet in stream.encode(frame):
+                mix.mux(packet)
+        for packet in stream.encode():
+            mix.mux(packet)
+    config = small_config()
+    config.conditions = ["reference"]
+    summary = generate_set(videos, tmp_path / "set", config, "cpu", log=quiet)
+    skipped = dict(summary.sources_skipped)
+    assert summary.sources_used == ["good"]
+    assert set(skipped) == {"cut", "02_Air_fl"}
+    assert skipped["02_Air_fl"].startswith(
+        "Vid_02_Air_fl.mp4 is truncated or damaged: the file says 12.00 s of video but only"
+    )
+    assert "cut.mp4 is truncated" in skipped["cut"]
+    assert sorted(path.name for path in (tmp_path / "set" / "videos").iterdir()) == ["good.mp4"]
+    load_stimulus_set(tmp_path / "set")
+
+
+def test_clip_bytes_do_not_depend_on_batch_size_or_threads(video_folder, tmp_path):
+    import torch
+
+    hashes = []
+    threads_before = torch.get_num_threads()
+    try:
+        for batch_size, threads in ((1, 1), (4, 2), (3, 1)):
+            torch.set_num_threads(threads)
+            config = load_config("tiny")
+            config.generation = dataclasses.replace(config.generation, batch_size=batch_size)
+            out = tmp_path / f"batch{batch_size}-threads{threads}"
+            generate_set(video_folder, out, config, "cpu", log=quiet)
+            hashes.append(generated_hashes(out))
+            for clip in manifest_of(out)["clips"]:
+                if clip["condition"] != "reference":
+                    assert clip["provenance"]["batch_size"] == batch_size
+                    assert clip["provenance"]["torch_threads"] == threads
+            assert manifest_of(out)["generator"]["torch_threads"] == threads
+    finally:
+        torch.set_num_threads(threads_before)
+    assert len(hashes[0]) == 12
+    assert hashes[0] == hashes[1] == hashes[2]
+
+
+def test_a_rerun_with_fewer_conditions_removes_their_clips(video_folder, tmp_path):
+    out = tmp_path / "set"
+    generate_set(video_folder, out, small_config(), "cpu", log=quiet)
+    assert len(list((out / "audio").glob("*.wav"))) == 4
+    config = small_config()
+    config.conditions = ["reference"]
+    summary = generate_set(video_folder, out, config, "cpu", log=quiet)
+    assert sorted(summary.files_removed) == [
+        "audio/perf_a.s000.vit_adapter.wav",
+        "audio/perf_b.s000.vit_adapter.wav",
+    ]
+    assert "removed 2 files no longer in the manifest" in summary.text()
+    listed = {clip["path"] for clip in manifest_of(out)["clips"]}
+    on_disk = {path.relative_to(out).as_posix() for path in (out / "audio").iterdir()}
+    assert on_disk == listed
+    load_stimulus_set(out)
+
+
+def test_a_bad_checkpoint_stops_the_run_before_any_video_is_read(
+    video_folder, tmp_path, monkeypatch
+):
+    import synthesis.pipeline
+    from synthesis.config import ConfigError
+
+    def no_ingest(*args, **kwargs):
+        raise AssertionError("videos were read before the checkpoints were checked")
+
+    monkeypatch.setattr(synthesis.pipeline, "ingest_source", no_ingest)
+    for section in ("adapter", "gan"):
+        config = small_config()
+        config.conditions = ["reference", "vit_adapter" if section == "adapter" else "gan"]
+        setattr(
+            config,
+            section,
+            dataclasses.replace(
+                getattr(config, section),
+                checkpoint=str(tmp_path / "missing.safetensors"),
+                allow_untrained=False,
+            ),
+        )
+        with pytest.raises(ConfigError, match="does not exist"):
+            generate_set(video_folder, tmp_path / section, config, "cpu", log=quiet)
+        assert not (tmp_path / section / "videos").exists()
+
+
+def test_tiny_sets_say_their_tempo_features_mean_nothing(tiny_set):
+    out, summary = tiny_set
+    assert len(summary.notes) == 1 and "not meaningful" in summary.notes[0]
+    assert f"note: {summary.notes[0]}" in summary.text()
+    assert manifest_of(out)["generator"]["notes"] == summary.notes
+
+
+def test_progress_shows_in_a_log_file(video_folder, tmp_path, capsys, monkeypatch):
+    from synthesis import progress
+
+    monkeypatch.setattr(progress, "PLAIN_LINE_SECONDS", 0.0)
+    generate_set(video_folder, tmp_path / "set", small_config(), "cpu", log=quiet)
+    lines = capsys.readouterr().err.splitlines()  # pytest's stderr is not a terminal
+    assert "videos: 1/2 videos (50%)" in lines[0]
+    assert lines[-1].startswith("clips: 4/4 clips (100%)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,137 @@ def test_config_rejects_unknown_keys_and_families():
     with pytest.raises(ConfigError):
         config_from_dict(data)
     assert load_config("musicgen-small").fit_for_studies is True
+
+
+# --------------------------------------------------------------------------------------------
+# Motion tempo at the shipped rate (issue 17: octave errors at 25 Hz)
+
+
+@pytest.mark.parametrize(
+    ("bpm", "accent"),
+    [(60, 1.0), (75, 1.0), (90, 1.0), (120, 1.0), (150, 1.0), (180, 1.0), (150, 0.7)],
+)
+def test_motion_tempo_of_bowing_videos_has_the_right_octave(
+    bpm, accent, tmp_path, bowing_video_maker
+):
+    from synthesis.features import intensity_scale
+    from synthesis.video import sample_video
+
+    video = bowing_video_maker(tmp_path / "bowing.mp4", bpm, seconds=20.0, accent=accent)
+    motion_rate = load_config("musicgen-small").video.motion_rate  # the shipped 25 Hz
+    assert motion_rate == 25.0
+    sampled = sample_video(video, 4.0, 64, motion_rate)
+    energy = motion_energy(sampled.motion_frames)
+    for start in (0.0, 10.0):  # two 10 s segments, as musicgen-small cuts them
+        features = segment_features(energy, motion_rate, start, 10.0, intensity_scale(energy))
+        # the right octave, and within 2 % (whole-frame lags alone are 4 % off at 120 BPM)
+        assert abs(features["tempo_bpm"] - bpm) <= 0.02 * bpm, (start, features["tempo_bpm"])
+
+
+def test_strong_accents_on_alternate_beats_give_half_the_tempo():
+    rate = 25.0
+    onsets = np.zeros(250)
+    beat = 60 * rate / 150  # 150 BPM = 10 frames
+    for index, frame in enumerate(np.arange(0, 250, beat).astype(int)):
+        onsets[frame] = 1.0 if index % 2 == 0 else 0.2  # the off-beats barely move
+    assert abs(estimate_tempo(onsets, rate) - 75) < 2
+
+
+def test_short_segments_say_their_tempo_is_not_meaningful():
+    from synthesis.features import measurable_tempo_range
+    from synthesis.pipeline import tempo_notes
+
+    assert measurable_tempo_range(10.0, 25.0) == (40.0, 240.0)
+    # a pulse must repeat within half the segment: 1 s segments show nothing below 120 BPM
+    assert measurable_tempo_range(1.0, 10.0) == (120.0, 240.0)
+    tiny_notes = tempo_notes(load_config("tiny"))
+    assert len(tiny_notes) == 1 and "not meaningful" in tiny_notes[0]
+    assert "120-240 BPM" in tiny_notes[0]
+    assert tempo_notes(load_config("musicgen-small")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged and truncated files, FFmpeg's messages
+
+
+def test_a_truncated_video_is_reported_and_not_copied(tmp_path, video_maker, truncated_copy_maker):
+    from synthesis.video import VideoError, read_audio, sample_video, write_muted_copy
+
+    whole = video_maker(tmp_path / "whole.mp4", seconds=12.0, fps=25)
+    cut = truncated_copy_maker(whole, tmp_path / "cut.mp4", keep=0.45)
+    with pytest.raises(VideoError, match=r"cut.mp4 is truncated or damaged: the file says 12.00 s"):
+        sample_video(cut, 4.0, 32, 25.0)
+    with pytest.raises(VideoError) as caught:
+        read_audio(cut, 16000, 1)
+    assert "Errno" not in str(caught.value) and str(tmp_path) not in str(caught.value)
+    muted = tmp_path / "set" / "videos" / "cut.mp4"
+    with pytest.raises(VideoError, match="cut.mp4 is truncated"):
+        write_muted_copy(cut, muted)
+    assert list(muted.parent.iterdir()) == []  # neither the copy nor its temporary file
+    # the whole file passes all three
+    assert abs(sample_video(whole, 4.0, 32, 25.0).duration - 12.0) < 0.05
+    write_muted_copy(whole, muted)
+    assert muted.exists()
+
+
+def test_ffmpeg_errors_read_as_a_sentence_naming_the_file(tmp_path):
+    from synthesis.video import VideoError, sample_video
+
+    junk = tmp_path / "concert.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(VideoError) as caught:
+        sample_video(junk, 4.0, 32, 25.0)
+    message = str(caught.value)
+    assert message.startswith("cannot open concert.mp4: FFmpeg found invalid data")
+    assert "Errno" not in message and str(tmp_path) not in message
+
+
+# --------------------------------------------------------------------------------------------
+# Configs, progress
+
+
+def test_relative_paths_in_a_config_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "models" / "vit").mkdir(parents=True)
+    data = load_config("tiny").to_dict()
+    data["adapter"]["checkpoint"] = "checkpoints/adapter.safetensors"
+    data["gan"]["checkpoint"] = str(tmp_path / "elsewhere" / "gan-generator.safetensors")
+    data["encoder"] = {"family": "vit", "path": "models/vit"}  # a local folder beside the file
+    data["musicgen"] = {"family": "musicgen", "path": "facebook/musicgen-small"}  # a hub id
+    (folder / "config.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)  # another current directory
+    config = load_config(folder / "config.json")
+    assert config.adapter.checkpoint == str(folder / "checkpoints" / "adapter.safetensors")
+    assert config.gan.checkpoint == str(tmp_path / "elsewhere" / "gan-generator.safetensors")
+    assert config.encoder.path == str(folder / "models" / "vit")
+    assert config.musicgen.path == "facebook/musicgen-small"
+    # shipped configs keep theirs: relative to the directory the command runs in
+    shipped = load_config("musicgen-small")
+    assert shipped.adapter.checkpoint == "checkpoints/vit_adapter/adapter.safetensors"
+
+
+def test_progress_prints_plain_lines_when_not_on_a_terminal(monkeypatch):
+    import io
+
+    from synthesis import progress
+
+    log = io.StringIO()  # not a terminal, like a log file
+    monkeypatch.setattr(progress, "PLAIN_LINE_SECONDS", 0.0)
+    bar = progress.Progress(3, "clips", "clip", stream=log)
+    for _ in range(3):
+        bar.update()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("clips: 1/3 clips (33%)") and "left" in lines[0]
+    assert lines[-1].startswith("clips: 3/3 clips (100%)")
+    assert len(lines) == 3 and "\r" not in log.getvalue()  # the last count is not repeated
+    monkeypatch.setattr(progress, "PLAIN_LINE_SECONDS", 3600.0)
+    quiet = io.StringIO()
+    bar = progress.Progress(100, "videos", "video", stream=quiet)
+    for _ in range(100):
+        bar.update()
+    bar.close()
+    assert [line.split(" (")[0] for line in quiet.getvalue().splitlines()] == [
+        "videos: 1/100 videos",
+        "videos: 100/100 videos",
+    ]
