@@ -9,7 +9,7 @@ from typing import Any
 
 import markdown
 import nh3
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, send_from_directory, url_for
 from markupsafe import Markup
 
 __version__ = "0.1.0"
@@ -41,7 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
 
-    from . import cli, models, participant, researcher  # noqa: F401 - models registers tables
+    from . import cli, errors, models, participant, researcher  # noqa: F401 - models: tables
     from .extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -56,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(participant.bp)
     app.register_blueprint(researcher.bp)
     cli.register(app)
+    errors.register(app)
     # Register every trial type now (their modules import numpy and scipy): otherwise the first
     # participant each server worker meets pays for the imports, inside a request.
     from .trial_types import all_trial_types
@@ -81,6 +82,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.get("/")
     def index():
         return redirect(url_for("researcher.studies"))
+
+    @app.get("/favicon.ico")
+    def favicon():
+        # Browsers and tools ask for /favicon.ico whatever the page links to; without this every
+        # visit logs a 404. An SVG under the .ico name is what they get (all current browsers
+        # read it by its Content-Type).
+        return send_from_directory(
+            app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400
+        )
 
     @app.get("/healthz")
     def healthz():

@@ -66,7 +66,9 @@ def assess(
 
 def block_screening_failed(block: dict[str, Any], block_trials: list[Trial]) -> bool:
     """A screening block (headphone check, P.808 qualification) that can no longer be passed.
-    (Flagged as soon as that is certain, not only when the block is complete.)"""
+    (Flagged as soon as that is certain, not only when the block is complete.) The type holds
+    the rule: a headphone check scores each of its tests (antiphase, Huggins) on its own trials,
+    and with `method: both` failing either test fails the block (trial_types/headphone.py)."""
     answered = [(t.spec, t.response.answer) for t in block_trials if t.response is not None]
     if not answered:
         return False

@@ -404,7 +404,7 @@ def _first_open_trial_id(participant_id: Any, types: Sequence[str]):
 class Position:
     """Where a participant stands: the participant (with the study loaded), the first trial still
     to answer (None when only informative pages are left) and, when asked for, the progress
-    over the answerable trials."""
+    over the trials the participant perceives as such (not consent, not pauses)."""
 
     participant: Participant
     current: Trial | None
@@ -415,7 +415,9 @@ class Position:
 def locate(token: str, *, with_progress: bool = False) -> Position | None:
     """A participant by token, their current trial and (optionally) their progress: one query,
     because every page, media and answer request starts here."""
-    statement = _locate_statement(tuple(_answerable_types()), with_progress)
+    statement = _locate_statement(
+        tuple(_answerable_types()), _counted_types() if with_progress else ()
+    )
     row = db.session.execute(statement, {"token": token}).first()
     if row is None:
         return None
@@ -424,18 +426,40 @@ def locate(token: str, *, with_progress: bool = False) -> Position | None:
     return Position(row[0], row[1])
 
 
+# Pages that take an answer but that a participant does not perceive as trials of the study:
+# agreeing to take part, and the pauses between ACR ratings (trial type "acr", item "rest").
+# Counting them made a consent click read as "1 of N answered". Screening pages (headphone
+# check, P.808 qualification) are listening tasks the participant works through, so they count.
+NOT_COUNTED_TYPES = frozenset({"consent"})
+REST_ITEM = "rest"
+
+
+def _counted_types() -> tuple[str, ...]:
+    return tuple(t for t in _answerable_types() if t not in NOT_COUNTED_TYPES)
+
+
+def _counts_as_trial(trial: Any, types: Sequence[str]) -> ColumnElement[bool]:
+    """Whether `trial` (the Trial entity or an alias of it) is one the progress bar counts."""
+    # Only ACR specs have an "item"; COALESCE, because `NULL != 'rest'` is NULL, not true.
+    item = func.coalesce(trial.spec["item"].as_string(), "")
+    return _one_of(trial.trial_type, types) & (item != REST_ITEM)
+
+
 @functools.lru_cache(maxsize=8)
-def _locate_statement(types: tuple[str, ...], with_progress: bool) -> Select:
-    """Built once: constructing a statement with aliases costs more than running it."""
+def _locate_statement(types: tuple[str, ...], counted_types: tuple[str, ...]) -> Select:
+    """Built once: constructing a statement with aliases costs more than running it. Progress
+    (answered, total) comes with it when `counted_types` is not empty."""
     columns: list[Any] = [Participant, Trial]
-    if with_progress:
+    if counted_types:
         counted = aliased(Trial)
-        answerable = (counted.participant_id == Participant.id) & _one_of(counted.trial_type, types)
-        total = select(func.count(counted.id)).where(answerable).scalar_subquery()
+        trials = (counted.participant_id == Participant.id) & _counts_as_trial(
+            counted, counted_types
+        )
+        total = select(func.count(counted.id)).where(trials).scalar_subquery()
         answered = (
             select(func.count(Response.id))
             .join(counted, Response.trial_id == counted.id)
-            .where(answerable)
+            .where(trials)
             .scalar_subquery()
         )
         columns += [answered, total]
@@ -480,15 +504,13 @@ def _current_media_statement(types: tuple[str, ...]) -> Select:
 
 
 def progress_counts(participant: Participant) -> tuple[int, int]:
-    """(answered, total) over the participant's answerable trials, in one query."""
+    """(answered, total) over the participant's trials as the progress bar counts them (see
+    NOT_COUNTED_TYPES), in one query."""
     total, done = db.session.execute(
         select(func.count(Trial.id), func.count(Response.id))
         .select_from(Trial)
         .outerjoin(Response, Response.trial_id == Trial.id)
-        .where(
-            Trial.participant_id == participant.id,
-            Trial.trial_type.in_(_answerable_types()),
-        )
+        .where(Trial.participant_id == participant.id, _counts_as_trial(Trial, _counted_types()))
     ).one()
     return int(done), int(total)
 

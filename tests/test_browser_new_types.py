@@ -17,6 +17,7 @@ from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
     play_to_end,
     trial_type,
 )
+from test_browser_mushra import STATE, drag_loop
 from werkzeug.serving import make_server
 
 from study_app.export import responses_csv
@@ -75,13 +76,12 @@ def _mushra_screen(page, screen: int) -> dict:
     assert after["slot"] == slots[-1]
     # all sources share one clock: the playhead advanced continuously (modulo the loop)
     assert after["position"] != before["position"]
-    # loop a region and listen long enough for the whole-clip minimum
-    page.fill("#loop-start", "0.5")
-    page.fill("#loop-end", "1.5")
-    page.dispatch_event("#loop-end", "change")
+    # loop a region dragged on the Reference's waveform and listen long enough for the
+    # whole-clip minimum
+    drag_loop(page, 0.5, 1.5, page.evaluate(f"{STATE}.duration"))
     page.wait_for_timeout(300)
-    position = page.evaluate("document.getElementById('mushra').mushraState().position")
-    assert 0.5 <= position <= 1.5
+    state = page.evaluate(STATE)
+    assert state["loop"]["on"] and 0.45 <= state["position"] <= 1.55
     page.wait_for_timeout(2600)
     assert page.evaluate("document.getElementById('mushra').dataset.playing") == slots[-1]
     # Sliders start unset (no default score): empty score fields, Next disabled until all set

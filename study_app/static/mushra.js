@@ -1,6 +1,12 @@
 // MUSHRA screen: every clip of the screen is fetched and decoded, then all are started together
 // on the same Web Audio clock, each through its own gain node; "playing" a sample only moves
 // the gains, so switching keeps the playhead. The page knows clips only by opaque slot.
+//
+// The Reference's waveform is drawn here on a <canvas> from its decoded samples rather than by
+// wavesurfer.js: wavesurfer v7 builds its shadow DOM with an inline <style> element, which this
+// site's Content-Security-Policy (no inline styles, no nonces) blocks, and it would play and
+// fetch the clip through its own media element, beside the Web Audio player that keeps every
+// sample on one clock. Only the open Reference is drawn: a sample's waveform could give it away.
 (function () {
   "use strict";
   const root = document.getElementById("mushra");
@@ -8,8 +14,9 @@
   if (!root || !form) return;
   const status = document.getElementById("mushra-status");
   const stopButton = document.getElementById("mushra-stop");
-  const loopStart = document.getElementById("loop-start");
-  const loopEnd = document.getElementById("loop-end");
+  const loopButton = document.getElementById("mushra-loop");
+  const canvas = document.getElementById("mushra-wave");
+  const loopText = document.getElementById("mushra-loop-text");
   const moved = form.querySelector('input[name="moved"]');
   const buttons = Array.from(root.querySelectorAll("button.mushra-play"));
   const sliders = Array.from(root.querySelectorAll("input.mushra-slider"));
@@ -22,6 +29,10 @@
   let active = null;
   let startedAt = 0;
   let offsetAt = 0;
+  let duration = 0;
+  // The loop region (seconds); with `loop.on` false the whole clip plays round and round.
+  const loop = { on: false, start: 0, end: 0 };
+  const MIN_LOOP = 0.1; // shorter regions are a click, not a drag
   // require_full_listen: each sample (and the Reference) must be audible for at least its whole
   // duration, in one go or in pieces, before the screen can be submitted.
   const requireFull = root.dataset.requireFullListen === "true";
@@ -29,6 +40,7 @@
   const hint = document.getElementById("lock-hint");
   const heard = {};
   let audibleSince = null;
+  const BANDS = [[80, "excellent"], [60, "good"], [40, "fair"], [20, "poor"], [0, "bad"]];
 
   function decodeAll() {
     ctx = new Ctx();
@@ -42,26 +54,26 @@
   }
 
   function region() {
-    const duration = Math.min.apply(null, Object.values(buffers).map(function (b) {
-      return b.duration;
-    }));
-    let a = parseFloat(loopStart.value) || 0;
-    let b = parseFloat(loopEnd.value) || 0;
-    if (!(b > a)) { a = 0; b = duration; }
-    return [Math.max(0, Math.min(a, duration)), Math.max(0, Math.min(b, duration))];
+    if (loop.on && loop.end - loop.start >= MIN_LOOP) return [loop.start, loop.end];
+    return [0, duration];
   }
+
+  function clamp(t, a, b) { return Math.max(a, Math.min(t, b)); }
 
   function position() {
     if (!active) return offsetAt;
     const r = region();
     const span = r[1] - r[0];
-    return r[0] + ((ctx.currentTime - startedAt + offsetAt - r[0]) % span + span) % span;
+    // (before the scheduled start the playhead stands at the offset)
+    const elapsed = Math.max(0, ctx.currentTime - startedAt);
+    return r[0] + ((elapsed + offsetAt - r[0]) % span + span) % span;
   }
 
   function startAll(offset) {
     stopAll();
     const r = region();
     const at = ctx.currentTime + 0.05;
+    const from = clamp(offset, r[0], r[1] - 0.01);
     sources = {}; gains = {};
     Object.keys(buffers).forEach(function (slot) {
       const source = ctx.createBufferSource();
@@ -72,11 +84,11 @@
       const gain = ctx.createGain();
       gain.gain.value = 0;
       source.connect(gain).connect(ctx.destination);
-      source.start(at, Math.max(r[0], Math.min(offset, r[1] - 0.01)));
+      source.start(at, from);
       sources[slot] = source; gains[slot] = gain;
     });
     startedAt = at;
-    offsetAt = Math.max(r[0], Math.min(offset, r[1] - 0.01));
+    offsetAt = from;
   }
 
   function stopAll() {
@@ -119,9 +131,10 @@
   }
 
   function select(slot, restarted) {
+    if (!duration) return;
     if (ctx.state === "suspended") ctx.resume();
     account();
-    if (!Object.keys(sources).length) startAll(region()[0]);
+    if (!Object.keys(sources).length) startAll(offsetAt);
     const now = ctx.currentTime;
     Object.keys(gains).forEach(function (s) {
       // 5 ms ramps: a click-free crossfade that keeps every clip at the same position
@@ -139,24 +152,168 @@
     });
     root.dataset.playing = slot;
     audibleSince = Math.max(ctx.currentTime, startedAt);
+    if (!animating) { animating = true; requestAnimationFrame(frame); }
   }
 
   function stop() {
+    offsetAt = region()[0]; // Stop, not pause: the next play starts at the (loop's) start
     account();
     stopAll();
     active = null;
     root.dataset.playing = "";
     buttons.forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
+    draw();
   }
 
-  function restartLoop() {
-    if (!active) return;
+  // Move the shared playhead (seconds); a playing sample goes on playing from there.
+  function seek(seconds) {
+    const r = region();
     const slot = active;
-    startAll(region()[0]);
-    active = null;
-    select(slot, true); // the same sample again: not a new play
+    offsetAt = clamp(seconds, r[0], r[1] - 0.01);
+    if (slot) {
+      startAll(offsetAt);
+      active = null;
+      select(slot, true); // the same sample again: not a new play
+    }
+    draw();
   }
 
+  function loopChanged(from) {
+    const r = region();
+    const text = loop.end - loop.start >= MIN_LOOP
+      ? loop.start.toFixed(2) + " s – " + loop.end.toFixed(2) + " s" : "";
+    loopButton.setAttribute("aria-pressed", loop.on ? "true" : "false");
+    root.dataset.loop = loop.on ? r[0].toFixed(3) + "-" + r[1].toFixed(3) : "";
+    loopText.textContent = loop.on ? "Loop: " + text
+      : (text ? "Loop off (region " + text + ")" : "Loop: whole clip");
+    seek(from === undefined ? r[0] : from);
+  }
+
+  function setLoop(a, b) {
+    loop.start = clamp(Math.min(a, b), 0, duration);
+    loop.end = clamp(Math.max(a, b), 0, duration);
+    loop.on = loop.end - loop.start >= MIN_LOOP;
+    loopChanged();
+  }
+
+  // ---- the Reference's waveform -------------------------------------------------------------
+  let peaks = null; // per canvas column: [min, max] over every channel
+  let drag = null;
+
+  function computePeaks(width) {
+    const buffer = buffers.ref;
+    const channels = [];
+    for (let c = 0; c < buffer.numberOfChannels; c++) channels.push(buffer.getChannelData(c));
+    const per = buffer.length / width;
+    const out = [];
+    for (let x = 0; x < width; x++) {
+      let lo = 0; let hi = 0;
+      const end = Math.min(buffer.length, Math.floor((x + 1) * per));
+      for (let i = Math.floor(x * per); i < end; i++) {
+        for (let c = 0; c < channels.length; c++) {
+          const v = channels[c][i];
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
+      }
+      out.push([lo, hi]);
+    }
+    return out;
+  }
+
+  function draw() {
+    if (!buffers.ref) return;
+    const ratio = window.devicePixelRatio || 1;
+    const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+    const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+    if (canvas.width !== width || canvas.height !== height || !peaks) {
+      canvas.width = width; canvas.height = height; // (also clears it)
+      peaks = computePeaks(width);
+    }
+    const g = canvas.getContext("2d");
+    g.clearRect(0, 0, width, height);
+    g.fillStyle = "#eef1f5";
+    g.fillRect(0, 0, width, height);
+    const toX = function (t) { return (t / duration) * width; };
+    const shown = drag ? [Math.min(drag.from, drag.to), Math.max(drag.from, drag.to)]
+      : (loop.end - loop.start >= MIN_LOOP ? [loop.start, loop.end] : null);
+    if (shown) {
+      g.fillStyle = loop.on || drag ? "rgba(240, 165, 0, 0.35)" : "rgba(90, 90, 90, 0.15)";
+      g.fillRect(toX(shown[0]), 0, toX(shown[1]) - toX(shown[0]), height);
+    }
+    const mid = height / 2;
+    g.fillStyle = "#1f5fbf";
+    for (let x = 0; x < peaks.length; x++) {
+      const top = mid - peaks[x][1] * mid * 0.95;
+      const bottom = mid - peaks[x][0] * mid * 0.95;
+      g.fillRect(x, top, 1, Math.max(ratio, bottom - top));
+    }
+    const at = toX(position());
+    g.fillStyle = "#b00020";
+    g.fillRect(at - ratio, 0, 2 * ratio, height);
+    const now = position().toFixed(1);
+    if (canvas.getAttribute("aria-valuenow") !== now) { // (not 60 times a second)
+      canvas.setAttribute("aria-valuenow", now);
+      canvas.setAttribute("aria-valuetext", "playhead at " + now + " s of " +
+        duration.toFixed(1) + " s");
+    }
+  }
+
+  let animating = false;
+  function frame() {
+    draw();
+    animating = Boolean(active);
+    if (animating) requestAnimationFrame(frame);
+  }
+
+  function timeAt(event) {
+    const box = canvas.getBoundingClientRect();
+    return clamp((event.clientX - box.left) / box.width, 0, 1) * duration;
+  }
+
+  canvas.addEventListener("pointerdown", function (event) {
+    if (!duration || event.button !== 0) return;
+    canvas.setPointerCapture(event.pointerId);
+    drag = { from: timeAt(event), to: timeAt(event), x: event.clientX };
+    draw();
+  });
+  canvas.addEventListener("pointermove", function (event) {
+    if (!drag) return;
+    drag.to = timeAt(event);
+    draw();
+  });
+  function endDrag(event, cancelled) {
+    if (!drag) return;
+    const d = drag;
+    drag = null;
+    if (cancelled) { draw(); return; }
+    d.to = timeAt(event);
+    if (Math.abs(event.clientX - d.x) < 6 || Math.abs(d.to - d.from) < MIN_LOOP) {
+      // a click, not a drag: move the playhead there (inside the loop while it is on)
+      seek(d.to);
+    } else {
+      setLoop(d.from, d.to);
+    }
+  }
+  canvas.addEventListener("pointerup", function (event) { endDrag(event, false); });
+  canvas.addEventListener("pointercancel", function (event) { endDrag(event, true); });
+  canvas.addEventListener("keydown", function (event) {
+    if (!duration || event.altKey || event.ctrlKey || event.metaKey) return;
+    const steps = { ArrowLeft: -0.25, ArrowDown: -0.25, ArrowRight: 0.25, ArrowUp: 0.25 };
+    if (event.key in steps) {
+      seek(position() + steps[event.key]);
+    } else if (event.key === "Home") {
+      seek(region()[0]);
+    } else if (event.key === "End") {
+      seek(region()[1]);
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+  if (window.ResizeObserver) new ResizeObserver(function () { draw(); }).observe(canvas);
+
+  // ---- sliders ------------------------------------------------------------------------------
   sliders.forEach(function (slider) {
     const slot = slider.dataset.slot;
     const out = root.querySelector('output[data-for="' + slot + '"]');
@@ -164,10 +321,12 @@
     // "click" too: a click on the track at the resting position moves nothing (no "input"),
     // yet it is a rating.
     function set() {
+      const value = parseInt(slider.value, 10);
+      const band = BANDS.find(function (b) { return value >= b[0]; })[1];
       score.value = slider.value;
       out.textContent = slider.value;
       slider.classList.remove("unset");
-      slider.removeAttribute("aria-valuetext");
+      slider.setAttribute("aria-valuetext", slider.value + ", " + band);
       touched.add(slot);
       moved.value = touched.size === sliders.length ? "all" : "some";
       updateLock();
@@ -179,23 +338,75 @@
   moved.value = "none";
   updateLock();
 
+  // ---- buttons and keyboard shortcuts -------------------------------------------------------
   buttons.forEach(function (b) {
     b.addEventListener("click", function () { select(b.dataset.slot); });
   });
   stopButton.addEventListener("click", stop);
-  loopStart.addEventListener("change", restartLoop);
-  loopEnd.addEventListener("change", restartLoop);
+  function toggleLoop() {
+    if (loop.end - loop.start < MIN_LOOP) {
+      loopText.textContent = "Drag on the waveform (or press [ and ]) to choose a region first.";
+      return;
+    }
+    loop.on = !loop.on;
+    loopChanged(position());
+  }
+  loopButton.addEventListener("click", toggleLoop);
 
-  // Exposed for tests: the shared playhead (seconds) and which slot is audible.
+  const samples = buttons.filter(function (b) { return b.dataset.slot !== "ref"; });
+  document.addEventListener("keydown", function (event) {
+    // (AltGr, which some layouts need for [ and ], reports Ctrl+Alt on Windows)
+    const altGr = event.getModifierState && event.getModifierState("AltGraph");
+    if (!duration || event.metaKey || ((event.altKey || event.ctrlKey) && !altGr)) return;
+    const target = event.target;
+    if (target && (target.tagName === "TEXTAREA" ||
+                   (target.tagName === "INPUT" && target.type !== "range"))) return;
+    const key = event.key.toLowerCase();
+    const here = position();
+    if (key === "r") {
+      select("ref");
+    } else if (/^[1-9]$/.test(key) && samples[parseInt(key, 10) - 1]) {
+      select(samples[parseInt(key, 10) - 1].dataset.slot);
+    } else if (key === "s") {
+      stop();
+    } else if (key === "l") {
+      toggleLoop();
+    } else if (key === "[") {
+      // the end stays where it was unless the new start passes it
+      setLoop(here, loop.end - here >= MIN_LOOP ? loop.end : duration);
+    } else if (key === "]") {
+      setLoop(here - loop.start >= MIN_LOOP ? loop.start : 0, here);
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+
+  // Exposed for tests: the shared playhead (seconds), which slot is audible, the loop region
+  // and the loop bounds the playing sources really use.
   root.mushraState = function () {
     const seconds = {};
     Object.keys(buffers).forEach(function (slot) { seconds[slot] = heardSeconds(slot); });
-    return { slot: active, position: position(), heard: seconds };
+    const playing = Object.values(sources);
+    return {
+      slot: active,
+      position: position(),
+      heard: seconds,
+      duration: duration,
+      loop: { on: loop.on, start: loop.start, end: loop.end },
+      sourceLoops: playing.map(function (s) { return [s.loopStart, s.loopEnd]; }),
+    };
   };
 
   decodeAll().then(function () {
+    duration = Math.min.apply(null, Object.values(buffers).map(function (b) {
+      return b.duration;
+    }));
+    canvas.setAttribute("aria-valuemax", duration.toFixed(1));
     buttons.forEach(function (b) { b.disabled = false; });
     stopButton.disabled = false;
+    loopButton.disabled = false;
+    draw();
     root.dataset.loaded = "true";
     updateLock();
     if (requireFull) setInterval(updateLock, 250);
