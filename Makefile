@@ -8,8 +8,9 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 # torch must come first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
+BASIC_PITCH_PIN := basic-pitch==0.4.0
 
-.PHONY: demo test test-fast lint env env-all clean-demo browser r-lme4 system-deps
+.PHONY: demo test test-fast lint env env-all clean-demo browser r-lme4 fluidsynth system-deps
 
 $(VENV)/.app-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ $(VENV)/.all-installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e '.[synthesis,analysis,dev]'
+	# basic-pitch's transcription model, run with onnxruntime: --no-deps, since its own
+	# requirements pull TensorFlow (see docs/analysis.md).
+	$(PIP) install --quiet --no-deps $(BASIC_PITCH_PIN)
 	touch $(VENV)/.app-installed $@
 
 env: $(VENV)/.app-installed
@@ -40,7 +44,7 @@ test: env-all system-deps
 test-fast: env-all r-lme4
 	$(PY) -m pytest -m "not slow" -q
 
-system-deps: browser r-lme4
+system-deps: browser r-lme4 fluidsynth
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
@@ -56,6 +60,13 @@ r-lme4:
 	@Rscript -e 'for (p in c("lme4", "glmmTMB", "jsonlite")) library(p, character.only = TRUE)' \
 	  >/dev/null 2>&1 || { echo "installing R and lme4 (Debian)"; \
 	  $(APT_INSTALL) $(R_PACKAGES) >/dev/null; }
+
+## fluidsynth: FluidSynth and its General MIDI SoundFont from Debian, for synthesis's score_render.
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+fluidsynth:
+	@{ command -v fluidsynth >/dev/null 2>&1 && test -f $(SOUNDFONT); } || { \
+	  echo "installing fluidsynth and fluid-soundfont-gm (Debian)"; \
+	  $(APT_INSTALL) --no-install-recommends fluidsynth fluid-soundfont-gm >/dev/null; }
 
 lint: env-all
 	$(VENV)/bin/ruff check .

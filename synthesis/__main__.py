@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     _add_threads(generate)
 
-    train = commands.add_parser("train-adapter", help="train the vit_adapter, MusicGen frozen")
+    train = commands.add_parser(
+        "train-adapter", help="train the vit_adapter's (or vit_score's) adapter, MusicGen frozen"
+    )
     train.add_argument("--videos", type=pathlib.Path, required=True)
     train.add_argument(
         "--out",
@@ -72,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=None)
+    train.add_argument(
+        "--condition",
+        choices=["vit_adapter", "vit_score"],
+        default="vit_adapter",
+        help="whose adapter: vit_adapter (also used by mismatched) or vit_score (melody, "
+        "after the score's chroma; needs the videos' scores)",
+    )
     train.add_argument("--device", default=None)
     _add_threads(train)
 
@@ -178,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         losses = pipeline.train_adapter_on_videos(
-            arguments.videos, arguments.out, config, device, arguments.epochs
+            arguments.videos,
+            arguments.out,
+            config,
+            device,
+            arguments.epochs,
+            condition=arguments.condition,
         )
         print(
             f"adapter trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "

@@ -117,6 +117,8 @@ class TrainingExample:
     segment_id: str
     embeddings: np.ndarray  # (T, E)
     codes: torch.Tensor  # (K, F)
+    # fixed conditioning before the adapter's tokens (vit_score: the score's chroma states)
+    prefix: torch.Tensor | None = None  # (P, decoder width)
 
 
 def train_adapter(
@@ -162,7 +164,11 @@ def train_adapter(
             embeddings = torch.stack(
                 [torch.from_numpy(example.embeddings[:steps]) for example in chosen]
             ).to(device)
-            loss = teacher_forcing_loss(musicgen, adapter(embeddings), codes)
+            conditioning = adapter(embeddings)
+            if chosen[0].prefix is not None:  # vit_score: the chroma prefix, then the tokens
+                prefix = torch.stack([example.prefix for example in chosen]).to(device)
+                conditioning = torch.cat([prefix.to(conditioning.dtype), conditioning], dim=1)
+            loss = teacher_forcing_loss(musicgen, conditioning, codes)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,39 @@ class GanConfig:
     seed: int = 0
 
 
+DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"  # Debian's fluid-soundfont-gm
+
+
+@dataclass
+class ScoreRenderConfig:
+    """The `score_render` condition: the score's slice through FluidSynth and a GM SoundFont."""
+
+    soundfont: str = DEFAULT_SOUNDFONT  # any General MIDI .sf2
+    fluidsynth: str = "fluidsynth"  # the command (Debian's `fluidsynth` package)
+    gain: float = 0.5  # FluidSynth's master gain; loudness is matched afterwards anyway
+    reverb: bool = False  # dry by default: the references are close-miked recordings
+
+
+@dataclass
+class ScoreDiffusionConfig:
+    """The `score_diffusion` condition: Magenta's MIDI-to-spectrogram diffusion (diffusers)."""
+
+    path: str | None = "google/music-spectrogram-diffusion"  # local folder or cached hub id
+    tiny: dict[str, Any] | None = None  # random-weight stand-in built from these overrides
+    steps: int = 100  # denoising steps per 5.12 s chunk
+    dtype: str = "auto"
+
+
+@dataclass
+class VitScoreConfig:
+    """The `vit_score` condition: MusicGen-melody given the score's chroma and the adapter."""
+
+    musicgen: ModelSpec = field(
+        default_factory=lambda: ModelSpec("melody", path="facebook/musicgen-melody")
+    )
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)  # train-adapter --condition
+
+
 @dataclass
 class SynthesisConfig:
     name: str
@@ -129,6 +163,9 @@ class SynthesisConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    score_render: ScoreRenderConfig = field(default_factory=ScoreRenderConfig)
+    score_diffusion: ScoreDiffusionConfig = field(default_factory=ScoreDiffusionConfig)
+    vit_score: VitScoreConfig = field(default_factory=VitScoreConfig)
     labels: dict[str, list[str]] = field(default_factory=dict)  # text_bridge vocabularies
     description: str = ""
 
@@ -143,21 +180,12 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    nested = {
-        "video": VideoConfig,
-        "audio": AudioConfig,
-        "generation": GenerationConfig,
-        "adapter": AdapterConfig,
-        "train": TrainConfig,
-        "gan": GanConfig,
-        "encoder": ModelSpec,
-        "musicgen": ModelSpec,
-        "clip": ModelSpec,
-    }
+    # A field whose type is one of these sections is built (and checked) as one, at any depth.
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        if cls is SynthesisConfig and key in nested:
-            kwargs[key] = _build(nested[key], value, f"{where}.{key}")
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, f"{where}.{key}")
         else:
             kwargs[key] = value
     try:
@@ -175,7 +203,23 @@ def config_from_dict(data: dict[str, Any]) -> SynthesisConfig:
     if config.generation.decoder not in ("fast", "transformers", "audiocraft"):
         raise ConfigError("generation.decoder must be fast, transformers or audiocraft")
     _check_gan(config.gan)
+    if config.vit_score.musicgen.family != "melody":
+        raise ConfigError("vit_score.musicgen.family must be melody (its chroma is the score's)")
+    if config.score_diffusion.steps < 1:
+        raise ConfigError("score_diffusion.steps must be at least 1")
+    unknown = sorted(set(config.conditions) - set(_registered_conditions()))
+    if unknown:
+        raise ConfigError(
+            f"unknown conditions {unknown}; registered: {sorted(_registered_conditions())}"
+        )
     return config
+
+
+def _registered_conditions() -> list[str]:
+    # Imported here: the conditions import models, which import this module.
+    from synthesis.conditions import CONDITIONS
+
+    return list(CONDITIONS)
 
 
 def _check_gan(gan: GanConfig) -> None:
@@ -232,10 +276,19 @@ def resolve_relative_paths(config: SynthesisConfig, folder: pathlib.Path) -> Non
     there: otherwise it is taken as a Hugging Face hub id (`facebook/musicgen-small`). Shipped
     configs are not resolved: their paths are relative to the directory the command runs in.
     """
-    for section in (config.adapter, config.gan):
+    for section in (config.adapter, config.gan, config.vit_score.adapter):
         if section.checkpoint and not pathlib.Path(section.checkpoint).is_absolute():
             section.checkpoint = str(folder / section.checkpoint)
-    for spec in (config.encoder, config.musicgen, config.clip):
+    soundfont = config.score_render.soundfont
+    if soundfont and not pathlib.Path(soundfont).is_absolute():
+        config.score_render.soundfont = str(folder / soundfont)
+    for spec in (
+        config.encoder,
+        config.musicgen,
+        config.clip,
+        config.vit_score.musicgen,
+        config.score_diffusion,
+    ):
         if spec.path and not pathlib.Path(spec.path).is_absolute():
             candidate = folder / spec.path
             if candidate.exists():

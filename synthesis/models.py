@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthesis.config import ModelSpec
+from synthesis.config import ConfigError, ModelSpec
 
 
 class ModelNotFoundError(RuntimeError):
@@ -38,13 +38,18 @@ def from_pretrained_offline(model_class: Any, path: str, **kwargs: Any) -> Any:
     try:
         return model_class.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError as error:
-        raise ModelNotFoundError(
-            f"cannot load {model_class.__name__} weights {path!r} offline. Looked for a local "
-            f"folder {pathlib.Path(path).resolve()} and for a cached copy under {hf_cache_dir()} "
-            f"(set HF_HOME or HF_HUB_CACHE to move it). Download the weights on a machine with "
-            f"network access (`hf download {path}`) and copy them there, or point the config's "
-            f"`path` at a local folder. Original error: {error}"
-        ) from error
+        raise missing_weights(model_class.__name__, path, error) from error
+
+
+def missing_weights(what: str, path: str, error: BaseException) -> ModelNotFoundError:
+    """The error for weights that are neither a local folder nor in the Hugging Face cache."""
+    return ModelNotFoundError(
+        f"cannot load {what} weights {path!r} offline. Looked for a local "
+        f"folder {pathlib.Path(path).resolve()} and for a cached copy under {hf_cache_dir()} "
+        f"(set HF_HOME or HF_HUB_CACHE to move it). Download the weights on a machine with "
+        f"network access (`hf download {path}`) and copy them there, or point the config's "
+        f"`path` at a local folder. Original error: {error}"
+    )
 
 
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
@@ -275,6 +280,18 @@ def load_musicgen(spec: ModelSpec, device: torch.device | str = "cpu") -> Loaded
             getattr(model, projection).to(dtype)
     model.eval()
     return LoadedMusicgen(model, spec.family, name, tokenizer, weights_hash, spec.is_tiny)
+
+
+def check_segment_fits(musicgen: LoadedMusicgen, seconds: float) -> None:
+    """A ConfigError when segments of `seconds` need more decoder positions than the model has."""
+    decoder_config = musicgen.model.config.decoder
+    positions_needed = musicgen.frames_for(seconds) + decoder_config.num_codebooks
+    if positions_needed > decoder_config.max_position_embeddings:
+        raise ConfigError(
+            f"{seconds:g} s segments need {positions_needed} decoder positions; {musicgen.name} "
+            f"has {decoder_config.max_position_embeddings} (about 30 s for the released MusicGen "
+            "models): use shorter segments"
+        )
 
 
 # --------------------------------------------------------------------------------------------

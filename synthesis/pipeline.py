@@ -1,14 +1,20 @@
 """The pipeline: videos -> segments -> conditions -> loudness-matched clips + manifest.
 
-`generate_set` is resumable: the manifest is rewritten after every batch, and a clip already in
-it whose file still matches its sha256 is not made again. A source that cannot be used (corrupt,
-no audio, shorter than a segment) is reported and skipped; the others proceed.
+`generate_set` reads as its stages: load the run's shared models and each condition's own
+(checkpoints are checked before any video is read), ingest (decode, embed, motion features,
+score slices), plan (drop segments a condition cannot use, reuse finished clips, ask each
+condition for its clip), render (MusicGen's batches), then match and write (one finishing chain
+for every clip, the manifest rewritten after every batch). It is resumable: a clip already in
+the manifest whose file still matches its sha256 is not made again. A source that cannot be
+used (corrupt, no audio, shorter than a segment, no score when a condition needs one) is
+reported and skipped; the others proceed. What is particular to a condition lives in its module
+under synthesis/conditions/.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import hashlib
 import json
 import pathlib
 import shutil
@@ -21,29 +27,20 @@ import numpy as np
 import torch
 
 from synthesis import audio as audio_ops
-from synthesis.adapter import (
-    AdapterShape,
-    TrainingExample,
-    VisualAdapter,
-    load_adapter,
-    train_adapter,
-)
+from synthesis.adapter import AdapterShape, TrainingExample, VisualAdapter, train_adapter
 from synthesis.conditions import (
     ClipPlan,
+    Condition,
     ConditionSkipped,
-    RunContext,
+    RunSetup,
     SegmentInput,
     get_condition,
-    mismatch_partner,
+    load_conditions,
+    needs_score,
 )
-from synthesis.config import ConfigError, SynthesisConfig
+from synthesis.config import ConfigError, ModelSpec, SynthesisConfig
 from synthesis.decoding import DecodingSettings, StaticCacheDecoder
-from synthesis.encoders import (
-    EmbeddingCache,
-    VisualEncoder,
-    load_clip_labeller,
-    load_visual_encoder,
-)
+from synthesis.encoders import EmbeddingCache, VisualEncoder, load_visual_encoder
 from synthesis.features import (
     MAX_BPM,
     MIN_BPM,
@@ -52,27 +49,18 @@ from synthesis.features import (
     motion_energy,
     segment_features,
 )
-from synthesis.gan import (
-    GanSynthesizer,
-    check_generator_fits,
-    codec_weights_sha256,
-    freeze,
-    gan_shape,
-    load_generator,
-    prepare_examples,
-    train_gan,
-    untrained_generator,
-)
+from synthesis.gan import freeze, prepare_examples, train_gan
 from synthesis.manifest import code_version, read_manifest, schema_problems, write_manifest
 from synthesis.models import (
     Conditioning,
     LoadedMusicgen,
+    check_segment_fits,
     decode_audio_batch,
     encode_audio_codes,
     load_musicgen,
-    state_dict_sha256,
 )
 from synthesis.progress import Progress
+from synthesis.score import ScoreError, load_score, slice_score
 from synthesis.video import (
     VideoError,
     VideoSource,
@@ -100,6 +88,7 @@ class RunSummary:
     sources_used: list[str] = field(default_factory=list)
     sources_skipped: list[tuple[str, str]] = field(default_factory=list)
     sources_changed: list[tuple[str, str]] = field(default_factory=list)  # (source, what)
+    segments_skipped: list[tuple[str, str]] = field(default_factory=list)  # (segment, why)
     clips_written: int = 0
     clips_reused: int = 0
     clips_failed: list[tuple[str, str]] = field(default_factory=list)
@@ -120,6 +109,12 @@ class RunSummary:
             f"  changed since the last run, its clips remade: {source} ({what})"
             for source, what in self.sources_changed
         ]
+        if self.segments_skipped:
+            lines.append(f"segments skipped: {len(self.segments_skipped)}")
+            lines += [
+                f"  skipped segment {segment}: {reason}"
+                for segment, reason in self.segments_skipped
+            ]
         lines.append(
             f"clips written: {self.clips_written}; already done: {self.clips_reused}; "
             f"failed: {len(self.clips_failed)}"
@@ -147,12 +142,6 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def clip_seed(base_seed: int, clip_id: str) -> int:
-    """Each clip's own seed, so its audio does not depend on batching or on resuming."""
-    digest = hashlib.sha256(f"{base_seed}:{clip_id}".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
 def segment_starts(duration: float, config: SynthesisConfig) -> list[float]:
     length = config.video.segment_seconds
     hop = config.video.segment_hop_seconds or length
@@ -172,14 +161,34 @@ def ingest_source(
     audio_rate: int,
     set_folder: pathlib.Path | None,
     previous_video_sha256: str | None = None,
+    with_score: bool | None = None,
 ) -> IngestedSource:
-    """Frames, embeddings, motion features and reference audio of every segment of a source.
+    """Frames, embeddings, motion features, reference audio and score slice of every segment.
 
     With a `set_folder`, also writes the muted copy of the video (kept when the set's last run
-    recorded the same `previous_video_sha256`) and copies the score into it. Raises VideoError
-    for a corrupt or truncated video, a missing audio track or a too-short video.
+    recorded the same `previous_video_sha256`) and copies the score into it. `with_score`
+    (default: when a configured condition needs one) reads the score and slices it to every
+    segment. Raises VideoError for a corrupt or truncated video, a missing audio track, a
+    too-short video, or a missing or unreadable score when one is needed.
     """
     video_cfg = config.video
+    if with_score is None:
+        with_score = needs_score(config.conditions)
+    score = None
+    if with_score:  # before decoding anything: a source without a score is skipped at once
+        if source.score is None:
+            expected = (
+                "a Sco_*.mid in its URMP folder"
+                if source.reference_audio is not None
+                else f"{source.video.stem}.mid beside it"
+            )
+            raise VideoError(
+                f"{source.video.name} has no score ({expected}): {_score_users(config)}"
+            )
+        try:
+            score = load_score(source.score)
+        except ScoreError as error:
+            raise VideoError(str(error)) from error
     sampled = sample_video(
         source.video, video_cfg.frame_rate, video_cfg.frame_size, video_cfg.motion_rate
     )
@@ -226,6 +235,11 @@ def ingest_source(
                 features=features,
                 reference_audio=reference[:, first_sample : first_sample + samples],
                 reference_rate=audio_rate,
+                score=(
+                    slice_score(score, start, video_cfg.segment_seconds)
+                    if score is not None
+                    else None
+                ),
             )
         )
         entries.append(
@@ -246,6 +260,8 @@ def ingest_source(
     if source.reference_audio is not None:  # URMP's mix: the reference clips come from it
         metadata["reference_audio"] = source.reference_audio.name
         metadata["reference_audio_sha256"] = file_sha256(source.reference_audio)
+    if source.score is not None:  # a new score remakes the clips made from it
+        metadata["score_sha256"] = file_sha256(source.score)
     if set_folder is not None:
         muted = set_folder / entry["video"]
         # A video replaced under the same name must replace its muted copy too.
@@ -253,12 +269,17 @@ def ingest_source(
             write_muted_copy(source.video, muted)
         entry["video_sha256"] = file_sha256(muted)
         if source.score is not None:
-            score = set_folder / "scores" / source.score.name
-            score.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source.score, score)
+            copied = set_folder / "scores" / source.score.name
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.score, copied)
             entry["score"] = f"scores/{source.score.name}"
     entry["metadata"] = metadata
     return IngestedSource(entry, segments, entries)
+
+
+def _score_users(config: SynthesisConfig) -> str:
+    users = ", ".join(name for name in config.conditions if get_condition(name).needs_score)
+    return f"a score is needed by {users}"
 
 
 def ingest_all(
@@ -271,6 +292,7 @@ def ingest_all(
     summary: RunSummary,
     log: Log,
     previous_video_sha256: dict[str, str] | None = None,
+    with_score: bool | None = None,
 ) -> list[IngestedSource]:
     ingested = []
     progress = Progress(len(sources), "videos", "video")
@@ -285,6 +307,7 @@ def ingest_all(
                     audio_rate,
                     set_folder,
                     (previous_video_sha256 or {}).get(source.id),
+                    with_score,
                 )
             )
             summary.sources_used.append(source.id)
@@ -294,120 +317,6 @@ def ingest_all(
         progress.update()
     progress.close()
     return ingested
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def _load_adapter_for_run(
-    config: SynthesisConfig, encoder: VisualEncoder, musicgen: LoadedMusicgen
-) -> tuple[VisualAdapter | None, str | None, str]:
-    """(adapter, provenance label, why absent)."""
-    if config.adapter.checkpoint:
-        path = pathlib.Path(config.adapter.checkpoint)
-        if not path.is_file() or not path.with_suffix(".json").is_file():
-            raise ConfigError(
-                f"adapter checkpoint {path} (or its .json sidecar) does not exist: train one with "
-                "`python -m synthesis train-adapter` and point adapter.checkpoint at "
-                "its adapter.safetensors"
-            )
-        adapter, sidecar = load_adapter(path)
-        shape = adapter.shape
-        if (
-            shape.embedding_size != encoder.embedding_size
-            or shape.decoder_width != musicgen.decoder_width
-        ):
-            raise ConfigError(
-                f"adapter {path} expects embeddings of {shape.embedding_size} and a decoder of "
-                f"{shape.decoder_width}; this config has {encoder.embedding_size} and "
-                f"{musicgen.decoder_width}"
-            )
-        label = f"{path.name} sha256:{file_sha256(path)}"
-        return adapter.to(musicgen.device, musicgen.dtype), label, ""
-    if config.adapter.allow_untrained:
-        torch.manual_seed(config.generation.seed)
-        shape = AdapterShape(
-            encoder.embedding_size,
-            musicgen.decoder_width,
-            config.adapter.num_tokens,
-            config.adapter.hidden_size,
-        )
-        adapter = VisualAdapter(shape).eval().to(musicgen.device, musicgen.dtype)
-        return (
-            adapter,
-            f"untrained random init (seed {config.generation.seed}), smoke test only",
-            "",
-        )
-    return None, None, "no adapter checkpoint configured (adapter.checkpoint)"
-
-
-def _load_gan_for_run(
-    config: SynthesisConfig,
-    encoder: VisualEncoder,
-    musicgen: LoadedMusicgen,
-    version: str,
-) -> tuple[GanSynthesizer | None, str]:
-    """(the gan condition's generator with the frozen codec, why absent).
-
-    A configured checkpoint that is missing or was made for another encoder or codec stops the
-    run with a GanCheckpointError (a ConfigError) naming what is wrong.
-    """
-    expected = gan_shape(encoder.embedding_size, musicgen, config.gan)
-    codec_sha = codec_weights_sha256(musicgen)
-    freeze(musicgen.model)
-    provenance: dict[str, Any] = {
-        "model": musicgen.name,
-        "model_family": musicgen.family,
-        "weights_sha256": musicgen.weights_sha256,
-        "codec": f"EnCodec of {musicgen.name} (frozen decoder, continuous latents)",
-        "codec_weights_sha256": codec_sha,
-        "encoder": encoder.name,
-        "encoder_weights_sha256": encoder.weights_sha256,
-        "guidance": None,
-        "prompt": None,
-        "adapter": None,
-        "code_version": version,
-        "decoder": "frozen EnCodec decoder on generated continuous latents (synthesis.gan)",
-    }
-    if config.gan.checkpoint:
-        path = pathlib.Path(config.gan.checkpoint)
-        generator, sidecar = load_generator(path)
-        check_generator_fits(generator.shape, expected, sidecar, codec_sha, str(path))
-        checkpoint_sha = file_sha256(path)
-        label = f"{path.name} sha256:{checkpoint_sha}"
-        # the folder's name only: older sidecars hold the training machine's path
-        trained_on = pathlib.PurePath(sidecar["videos"]).name if sidecar.get("videos") else None
-        provenance["gan"] = {
-            "checkpoint": path.name,
-            "checkpoint_sha256": checkpoint_sha,
-            "steps": sidecar.get("steps"),
-            "seed": sidecar.get("seed"),
-            "training_set": {
-                "videos": trained_on,
-                "segments": len(sidecar.get("training_segments", [])),
-                "segments_sha256": sidecar.get("training_set_sha256"),
-            },
-        }
-    elif config.gan.allow_untrained:
-        generator = untrained_generator(expected, config.generation.seed)
-        label = f"untrained random init (seed {config.generation.seed}), smoke test only"
-        provenance["gan"] = {
-            "checkpoint": None,
-            "checkpoint_sha256": None,
-            "steps": 0,
-            "seed": config.generation.seed,
-            "training_set": None,
-            "untrained": label,
-        }
-    else:
-        return None, "no GAN checkpoint configured (gan.checkpoint)"
-    provenance["gan"]["generator_weights_sha256"] = state_dict_sha256(generator)
-    generator = generator.to(musicgen.device)
-
-    def seed_for(clip_id: str) -> int:
-        return clip_seed(config.generation.seed, clip_id)
-
-    return GanSynthesizer(generator, musicgen, label, provenance, seed_for), ""
 
 
 def _pad_and_stack(
@@ -481,13 +390,21 @@ def portable_config(config: SynthesisConfig) -> dict[str, Any]:
     name (its weights are identified by `weights_sha256`); hub ids stay as they are.
     """
     data = json.loads(json.dumps(config.to_dict()))
-    for section in ("adapter", "gan"):
-        if data[section].get("checkpoint"):
-            data[section]["checkpoint"] = pathlib.PurePath(data[section]["checkpoint"]).name
-    for section in ("encoder", "musicgen", "clip"):
-        path = data[section].get("path")
+    for section in (data["adapter"], data["gan"], data["vit_score"]["adapter"]):
+        if section.get("checkpoint"):
+            section["checkpoint"] = pathlib.PurePath(section["checkpoint"]).name
+    # the soundfont is identified by its sha256 in generator.checkpoints
+    data["score_render"]["soundfont"] = pathlib.PurePath(data["score_render"]["soundfont"]).name
+    for section in (
+        data["encoder"],
+        data["musicgen"],
+        data["clip"],
+        data["vit_score"]["musicgen"],
+        data["score_diffusion"],
+    ):
+        path = section.get("path")
         if path and (pathlib.Path(path).is_absolute() or pathlib.Path(path).exists()):
-            data[section]["path"] = pathlib.PurePath(path).name
+            section["path"] = pathlib.PurePath(path).name
     return data
 
 
@@ -545,12 +462,310 @@ def _changed_sources(previous: dict[str, Any], ingested: list[IngestedSource]) -
             for key, label in (
                 ("original_video_sha256", f"video {new['original_video']}"),
                 ("reference_audio_sha256", f"reference audio {new.get('reference_audio')}"),
+                ("score_sha256", f"score {pathlib.PurePath(source.entry.get('score', '')).name}"),
             )
             if old.get(key) != new.get(key)
         ]
         if what:
             changed[source.entry["id"]] = " and ".join(what) + " replaced by other content"
     return changed
+
+
+def load_run_models(config: SynthesisConfig, device: str) -> RunSetup:
+    """The run's shared models: MusicGen (its codec's rate is the set's) and the visual encoder.
+
+    Missing weights stop the run here, before anything is read or written.
+    """
+    torch_device = torch.device(device)
+    musicgen = load_musicgen(config.musicgen, torch_device)
+    encoder = load_visual_encoder(config.encoder, torch_device)
+    check_segment_fits(musicgen, config.video.segment_seconds)
+    return RunSetup(config, torch_device, musicgen, encoder, code_version())
+
+
+def drop_unusable_segments(
+    ingested: list[IngestedSource],
+    conditions: dict[str, Condition],
+    summary: RunSummary,
+    log: Log,
+) -> list[IngestedSource]:
+    """Removes every segment that some condition cannot make a clip for (e.g. no notes in its
+    score's window), and a source left without segments.
+
+    The whole segment goes, not only that condition's clip: every segment of a set has one clip
+    per condition, which the study designs rely on.
+    """
+    kept_sources = []
+    for source in ingested:
+        kept, kept_entries = [], []
+        for segment, entry in zip(source.segments, source.segment_entries, strict=True):
+            problems = [
+                problem
+                for condition in conditions.values()
+                if (problem := condition.segment_problem(segment)) is not None
+            ]
+            if problems:
+                summary.segments_skipped.append((segment.id, problems[0]))
+                log(f"skipping segment {segment.id}: {problems[0]}")
+            else:
+                kept.append(segment)
+                kept_entries.append(entry)
+        source_id = source.entry["id"]
+        if not kept:
+            summary.sources_used.remove(source_id)
+            summary.sources_skipped.append(
+                (source_id, "every segment was skipped (see the skipped segments)")
+            )
+            continue
+        kept_sources.append(IngestedSource(source.entry, kept, kept_entries))
+    return kept_sources
+
+
+def reusable_clips(
+    previous: dict[str, Any],
+    made_with: dict[str, Any],
+    segments: list[SegmentInput],
+    changed_sources: set[str],
+    conditions: dict[str, Condition],
+    out: pathlib.Path,
+    log: Log,
+) -> dict[str, dict[str, Any]]:
+    """Clips of the last run that are kept: same config, models and checkpoints; their source
+    unchanged; their condition's own check passed; their file still matching its sha256."""
+    previous_generator = previous.get("generator", {})
+    previous_made_with = {
+        "config": previous_generator.get("config"),
+        "musicgen_weights_sha256": previous_generator.get("musicgen", {}).get("weights_sha256"),
+        "encoder_weights_sha256": previous_generator.get("encoder", {}).get("weights_sha256"),
+        "checkpoints": previous_generator.get("checkpoints"),
+    }
+    if previous and previous_made_with != made_with:
+        # Mixing clips made under two configs would break the set's comparability.
+        log("the set was made with another config, model or checkpoint: remaking every clip")
+        return {}
+    segments_by_id = {segment.id: segment for segment in segments}
+    changed_segments = {segment.id for segment in segments if segment.source_id in changed_sources}
+    finished = {}
+    for clip in previous.get("clips", []):
+        segment = segments_by_id.get(clip["segment"])
+        condition = conditions.get(clip["condition"])
+        if segment is None or condition is None or segment.id in changed_segments:
+            continue
+        if not condition.still_valid(clip, segment, segments, changed_segments):
+            continue
+        clip_path = out / clip["path"]
+        if clip_path.exists() and file_sha256(clip_path) == clip["sha256"]:
+            finished[clip["id"]] = clip
+    return finished
+
+
+class SetWriter:
+    """Finishes clips (the same chain for every condition) and keeps the manifest on disk."""
+
+    def __init__(
+        self,
+        out: pathlib.Path,
+        manifest: dict[str, Any],
+        clip_format: audio_ops.ClipFormat,
+        summary: RunSummary,
+    ) -> None:
+        self.out = out
+        self.manifest = manifest
+        self.clip_format = clip_format
+        self.summary = summary
+        self.clips: dict[str, dict[str, Any]] = {}
+
+    def keep(self, clip: dict[str, Any]) -> None:
+        self.clips[clip["id"]] = clip
+        self.summary.clips_reused += 1
+
+    def write(
+        self,
+        clip_id: str,
+        segment: SegmentInput,
+        condition: str,
+        audio: np.ndarray,
+        rate: int,
+        provenance: dict[str, Any] | None,
+    ) -> None:
+        clip_format = audio_ops.ClipFormat(
+            self.clip_format.sample_rate,
+            self.clip_format.channels,
+            segment.duration,
+            self.clip_format.loudness_lufs,
+            self.clip_format.fade_ms,
+        )
+        try:
+            finished = audio_ops.finish_clip(audio, rate, clip_format)
+        except audio_ops.LoudnessError as error:
+            self.summary.clips_failed.append((clip_id, str(error)))
+            return
+        relative = f"audio/{clip_id}.wav"
+        audio_ops.write_wav(self.out / relative, finished, clip_format.sample_rate)
+        self.clips[clip_id] = _clip_entry(
+            clip_id,
+            segment,
+            condition,
+            relative,
+            file_sha256(self.out / relative),
+            finished,
+            clip_format,
+            provenance,
+        )
+        self.summary.clips_written += 1
+
+    def save(self) -> None:
+        self.manifest["clips"] = [self.clips[key] for key in sorted(self.clips)]
+        generator = self.manifest["generator"]
+        generator["skipped_sources"] = [
+            {"source": source, "reason": reason} for source, reason in self.summary.sources_skipped
+        ]
+        generator["skipped_segments"] = [
+            {"segment": segment, "reason": reason}
+            for segment, reason in self.summary.segments_skipped
+        ]
+        generator["failed_clips"] = [
+            {"clip": clip, "reason": reason} for clip, reason in self.summary.clips_failed
+        ]
+        if self.manifest["clips"]:  # the schema wants at least one clip
+            write_manifest(self.out, self.manifest)
+
+
+def plan_clips(
+    segments: list[SegmentInput],
+    conditions: dict[str, Condition],
+    finished: dict[str, dict[str, Any]],
+    run: RunSetup,
+    writer: SetWriter,
+    progress: Progress,
+) -> list[PendingClip]:
+    """Asks each condition for each segment's clip: finished audio is written at once, MusicGen
+    conditioning is returned for the render stage."""
+    summary = writer.summary
+    threads = torch.get_num_threads()
+    pending = []
+    for segment in segments:
+        for name, condition in conditions.items():
+            clip_id = f"{segment.id}.{name}"
+            if clip_id in finished:
+                writer.keep(finished[clip_id])
+                progress.update()
+                continue
+            planning_started = time.perf_counter()
+            try:
+                plan = condition.plan(segment, segments)
+            except ConditionSkipped as error:
+                summary.clips_failed.append((clip_id, str(error)))
+                progress.update()
+                continue
+            if plan.audio is None:
+                musicgen = plan.musicgen or run.musicgen
+                pending.append(
+                    PendingClip(
+                        clip_id,
+                        segment,
+                        name,
+                        plan,
+                        musicgen.frames_for(segment.duration),
+                        run.clip_seed(clip_id),
+                    )
+                )
+                continue
+            # Finished audio (reference; conditions that make their own): the same finishing
+            # chain as MusicGen's clips.
+            provenance = None
+            if condition.generates:
+                provenance = {
+                    "code_version": run.code_version,
+                    **plan.provenance,
+                    "torch_threads": threads,
+                }
+                summary.audio_seconds_generated += segment.duration
+                summary.generation_seconds += time.perf_counter() - planning_started
+            writer.write(clip_id, segment, name, plan.audio, plan.audio_rate, provenance)
+            progress.update()
+    return pending
+
+
+def render_with_musicgen(
+    pending: list[PendingClip], run: RunSetup, writer: SetWriter, progress: Progress
+) -> None:
+    """Generates the pending clips in batches, per MusicGen model, and writes each one."""
+    generation = run.config.generation
+    if pending and generation.decoder == "audiocraft":
+        from synthesis.backends import require_audiocraft
+
+        require_audiocraft()  # raises with installation advice; generation below needs transformers
+    threads = torch.get_num_threads()
+    summary = writer.summary
+    models: dict[int, LoadedMusicgen] = {}
+    for item in pending:
+        musicgen = item.plan.musicgen or run.musicgen
+        models.setdefault(id(musicgen), musicgen)
+    for key, musicgen in models.items():
+        mine = [item for item in pending if id(item.plan.musicgen or run.musicgen) == key]
+        decoder = StaticCacheDecoder(
+            musicgen.model.decoder,
+            DecodingSettings(
+                generation.guidance_scale,
+                generation.do_sample,
+                generation.temperature,
+                generation.top_k,
+                generation.compile,
+            ),
+        )
+        for batch in _batches(mine, generation.batch_size, musicgen.family):
+            batch_started = time.perf_counter()
+            states, mask = _pad_and_stack(
+                [item.plan.conditioning.states for item in batch],
+                [item.plan.conditioning.mask for item in batch],
+            )
+            null_states, null_mask = _pad_and_stack(
+                [item.plan.conditioning.null_states for item in batch],
+                [item.plan.conditioning.null_mask for item in batch],
+            )
+            generators = [
+                torch.Generator(device=musicgen.device).manual_seed(item.seed) for item in batch
+            ]
+            codes = decoder.generate_codes(
+                states,
+                mask,
+                [item.frames for item in batch],
+                generators,
+                unconditional=(null_states, null_mask),
+            )
+            waveforms = decode_audio_batch(musicgen, codes)
+            for item, waveform in zip(batch, waveforms, strict=True):
+                provenance = {
+                    "model": musicgen.name,
+                    "model_family": musicgen.family,
+                    "weights_sha256": musicgen.weights_sha256,
+                    "seed": item.seed,
+                    "guidance": generation.guidance_scale,
+                    "code_version": run.code_version,
+                    "decoder": "static-cache loop (synthesis.decoding)",
+                    "sampling": {
+                        "do_sample": generation.do_sample,
+                        "temperature": generation.temperature,
+                        "top_k": generation.top_k,
+                    },
+                    # with the seed, what the clip's bytes depend on (docs: "Reproducibility")
+                    "batch_size": generation.batch_size,
+                    "torch_threads": threads,
+                    **item.plan.provenance,
+                }
+                writer.write(
+                    item.clip_id,
+                    item.segment,
+                    item.condition,
+                    waveform.numpy(),
+                    musicgen.sampling_rate,
+                    provenance,
+                )
+                summary.audio_seconds_generated += item.segment.duration
+                progress.update()
+            summary.generation_seconds += time.perf_counter() - batch_started
+            writer.save()
 
 
 def generate_set(
@@ -563,112 +778,115 @@ def generate_set(
     """Makes (or completes) the stimulus set in `out` from the videos in `videos`."""
     started = time.perf_counter()
     summary = RunSummary(out)
-    torch_device = torch.device(device)
-    musicgen = load_musicgen(config.musicgen, torch_device)  # missing weights stop us here
-    encoder = load_visual_encoder(config.encoder, torch_device)
-    decoder_config = musicgen.model.config.decoder
-    positions_needed = (
-        musicgen.frames_for(config.video.segment_seconds) + decoder_config.num_codebooks
-    )
-    if positions_needed > decoder_config.max_position_embeddings:
-        raise ConfigError(
-            f"{config.video.segment_seconds:g} s segments need {positions_needed} decoder "
-            f"positions; {musicgen.name} has {decoder_config.max_position_embeddings} (about 30 s "
-            "for the released MusicGen models): use shorter segments"
-        )
-    version = code_version()
-    # Checkpoints before the videos: a wrong path must stop the run before an hour of ingest.
-    adapter, adapter_label, adapter_missing = None, None, ""
-    if {"vit_adapter", "mismatched"} & set(config.conditions):
-        adapter, adapter_label, adapter_missing = _load_adapter_for_run(config, encoder, musicgen)
-    gan, gan_missing = None, ""
-    if "gan" in config.conditions:
-        gan, gan_missing = _load_gan_for_run(config, encoder, musicgen, version)
-    labeller = (
-        load_clip_labeller(config.clip, torch_device)
-        if "text_bridge" in config.conditions
-        else None
-    )
+    sources = discover_sources(videos)
+    config, score_note = without_unusable_score_conditions(config, sources)
+    run = load_run_models(config, device)  # missing weights stop us here
+    # Each condition loads its own models and checks its checkpoints before the videos: a wrong
+    # path must stop the run before an hour of ingest.
+    conditions = load_conditions(config.conditions, run)
+    musicgen, encoder = run.musicgen, run.encoder
     out.mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(out / ".cache" / "embeddings")
-    clip_rate = musicgen.sampling_rate
-    summary.notes = tempo_notes(config)
+    summary.notes = tempo_notes(config) + ([score_note] if score_note else [])
     for note in summary.notes:
         log(f"note: {note}")
 
+    # Ingest and embed.
     previous = read_manifest(out) or {}
     previous_video_sha256 = {
         source["id"]: source.get("metadata", {}).get("original_video_sha256")
         for source in previous.get("sources", [])
     }
     ingested = ingest_all(
-        discover_sources(videos),
+        sources,
         config,
         encoder,
-        cache,
-        clip_rate,
+        EmbeddingCache(out / ".cache" / "embeddings"),
+        musicgen.sampling_rate,
         out,
         summary,
         log,
         previous_video_sha256,
     )
-    all_segments = [segment for source in ingested for segment in source.segments]
+
+    # Plan: the segments every condition can use, the clips already made, the rest to make.
+    ingested = drop_unusable_segments(ingested, conditions, summary, log)
+    segments = [segment for source in ingested for segment in source.segments]
     changed = _changed_sources(previous, ingested)
     summary.sources_changed = sorted(changed.items())
     for source_id, what in summary.sources_changed:
         log(f"{source_id}: {what} since the last run; its clips are remade")
-
-    context = RunContext(
-        musicgen,
-        encoder.name,
-        encoder.weights_sha256,
-        adapter,
-        adapter_label,
-        labeller,
-        config.labels,
-        all_segments,
-        gan=gan,
-        gan_missing=gan_missing,
-    )
-
+    checkpoints: dict[str, str | None] = {"adapter": None, "gan": None}
+    for condition in conditions.values():
+        checkpoints.update(condition.checkpoints())
     # What the clips were made with: the config and the models' and checkpoints' contents.
     made_with = {
         "config": portable_config(config),
         "musicgen_weights_sha256": musicgen.weights_sha256,
         "encoder_weights_sha256": encoder.weights_sha256,
-        "checkpoints": {"adapter": adapter_label, "gan": gan.label if gan else None},
+        "checkpoints": checkpoints,
     }
-    previous_generator = previous.get("generator", {})
-    previous_made_with = {
-        "config": previous_generator.get("config"),
-        "musicgen_weights_sha256": previous_generator.get("musicgen", {}).get("weights_sha256"),
-        "encoder_weights_sha256": previous_generator.get("encoder", {}).get("weights_sha256"),
-        "checkpoints": previous_generator.get("checkpoints"),
-    }
-    finished_clips = {}
-    if previous and previous_made_with != made_with:
-        # Mixing clips made under two configs would break the set's comparability.
-        log("the set was made with another config, model or checkpoint: remaking every clip")
-        previous = {}
-    segments_by_id = {segment.id: segment for segment in all_segments}
-    changed_segments = {segment.id for segment in all_segments if segment.source_id in changed}
-    for clip in previous.get("clips", []):
-        clip_path = out / clip["path"]
-        segment = segments_by_id.get(clip["segment"])
-        partner = (clip.get("provenance") or {}).get("mismatched_with")
-        if segment is None or clip["segment"] in changed_segments or partner in changed_segments:
-            continue  # its source (or, for mismatched, its partner's source) has new content
-        if partner is not None:
-            try:
-                if mismatch_partner(segment, all_segments).id != partner:
-                    continue  # sources were added or removed: another partner now
-            except ConditionSkipped:
-                continue
-        if clip_path.exists() and file_sha256(clip_path) == clip["sha256"]:
-            finished_clips[clip["id"]] = clip
+    finished = reusable_clips(previous, made_with, segments, set(changed), conditions, out, log)
+    manifest = _new_manifest(out, config, run, made_with, ingested, summary)
+    writer = SetWriter(
+        out,
+        manifest,
+        audio_ops.ClipFormat(
+            musicgen.sampling_rate,
+            config.audio.channels,
+            config.video.segment_seconds,
+            config.audio.loudness_lufs,
+            config.audio.fade_ms,
+        ),
+        summary,
+    )
+    progress = Progress(len(segments) * len(conditions), "clips", "clip")
+    pending = plan_clips(segments, conditions, finished, run, writer, progress)
+    writer.save()
 
-    threads = torch.get_num_threads()
-    manifest: dict[str, Any] = {
+    # Render what MusicGen generates; match and write (in the writer, clip by clip).
+    render_with_musicgen(pending, run, writer, progress)
+    progress.close()
+    writer.save()
+    summary.manifest_problems = (
+        schema_problems(manifest) if manifest["clips"] else ["no clips were made"]
+    )
+    if manifest["clips"]:  # only once the new manifest is on disk
+        summary.files_removed = _remove_unlisted_files(out, manifest)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def without_unusable_score_conditions(
+    config: SynthesisConfig, sources: list[VideoSource]
+) -> tuple[SynthesisConfig, str | None]:
+    """The config without its score conditions when no source brings a score, and a note.
+
+    A folder of plain videos (a newcomer's own recordings) has no MIDI: rather than skip every
+    source for want of a score, the run makes the conditions that need none and says so. When
+    some sources have scores, the conditions stay and the sources without one are skipped and
+    reported (every segment of a set has a clip of every condition).
+    """
+    score_conditions = [name for name in config.conditions if needs_score([name])]
+    if not score_conditions or any(source.score is not None for source in sources):
+        return config, None
+    kept = [name for name in config.conditions if name not in score_conditions]
+    note = (
+        f"no source has a MIDI score (URMP's Sco_*.mid or <video>.mid beside a video), so the "
+        f"score conditions were left out of this run: {', '.join(score_conditions)}"
+    )
+    return dataclasses.replace(config, conditions=kept), note
+
+
+def _new_manifest(
+    out: pathlib.Path,
+    config: SynthesisConfig,
+    run: RunSetup,
+    made_with: dict[str, Any],
+    ingested: list[IngestedSource],
+    summary: RunSummary,
+) -> dict[str, Any]:
+    musicgen, encoder = run.musicgen, run.encoder
+    return {
         "schema_version": "1.0",
         "name": safe_id(out.name)[:64],
         "description": config.description or f"made by sightsound synthesis, config {config.name}",
@@ -677,7 +895,7 @@ def generate_set(
         "fit_for_studies": config.fit_for_studies,
         "generator": {
             "tool": "sightsound synthesis",
-            "code_version": version,
+            "code_version": run.code_version,
             "config": made_with["config"],
             "checkpoints": made_with["checkpoints"],
             "musicgen": {
@@ -692,194 +910,17 @@ def generate_set(
             },
             # A clip's bytes are reproducible for the same seed, device, torch_threads and
             # library versions (docs/synthesis.md, "Reproducibility").
-            "device": str(torch_device),
-            "torch_threads": threads,
+            "device": str(run.device),
+            "torch_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "notes": summary.notes,
             "skipped_sources": [],
+            "skipped_segments": [],
         },
         "sources": [source.entry for source in ingested],
         "segments": [entry for source in ingested for entry in source.segment_entries],
         "clips": [],
     }
-    clip_format_for = {
-        segment.id: audio_ops.ClipFormat(
-            clip_rate,
-            config.audio.channels,
-            segment.duration,
-            config.audio.loudness_lufs,
-            config.audio.fade_ms,
-        )
-        for segment in all_segments
-    }
-    clips_by_id: dict[str, dict[str, Any]] = {}
-
-    def save() -> None:
-        manifest["clips"] = [clips_by_id[key] for key in sorted(clips_by_id)]
-        manifest["generator"]["skipped_sources"] = [
-            {"source": source, "reason": reason} for source, reason in summary.sources_skipped
-        ]
-        manifest["generator"]["failed_clips"] = [
-            {"clip": clip, "reason": reason} for clip, reason in summary.clips_failed
-        ]
-        if manifest["clips"]:  # the schema wants at least one clip
-            write_manifest(out, manifest)
-
-    def finish_and_write(
-        item_id: str,
-        segment: SegmentInput,
-        condition: str,
-        audio: np.ndarray,
-        rate: int,
-        provenance: dict[str, Any] | None,
-    ) -> None:
-        clip_format = clip_format_for[segment.id]
-        try:
-            finished = audio_ops.finish_clip(audio, rate, clip_format)
-        except audio_ops.LoudnessError as error:
-            summary.clips_failed.append((item_id, str(error)))
-            return
-        relative = f"audio/{item_id}.wav"
-        audio_ops.write_wav(out / relative, finished, clip_format.sample_rate)
-        clips_by_id[item_id] = _clip_entry(
-            item_id,
-            segment,
-            condition,
-            relative,
-            file_sha256(out / relative),
-            finished,
-            clip_format,
-            provenance,
-        )
-        summary.clips_written += 1
-
-    pending: list[PendingClip] = []
-    total = len(all_segments) * len(config.conditions)
-    progress = Progress(total, "clips", "clip")
-    for segment in all_segments:
-        for name in config.conditions:
-            clip_id = f"{segment.id}.{name}"
-            if clip_id in finished_clips:
-                clips_by_id[clip_id] = finished_clips[clip_id]
-                summary.clips_reused += 1
-                progress.update()
-                continue
-            condition = get_condition(name)
-            if condition.generates and adapter is None and name in ("vit_adapter", "mismatched"):
-                summary.clips_failed.append((clip_id, adapter_missing))
-                progress.update()
-                continue
-            planning_started = time.perf_counter()
-            try:
-                plan = condition.plan(segment, context)
-            except ConditionSkipped as error:
-                summary.clips_failed.append((clip_id, str(error)))
-                progress.update()
-                continue
-            if plan.audio is not None:
-                # Finished audio (the reference; gan, which makes its own through the codec):
-                # the same finishing chain as MusicGen's clips below.
-                provenance = (plan.provenance or None) if condition.generates else None
-                if condition.generates:
-                    provenance = {**(provenance or {}), "torch_threads": threads}
-                    summary.audio_seconds_generated += segment.duration
-                    summary.generation_seconds += time.perf_counter() - planning_started
-                finish_and_write(clip_id, segment, name, plan.audio, plan.audio_rate, provenance)
-                progress.update()
-                continue
-            pending.append(
-                PendingClip(
-                    clip_id,
-                    segment,
-                    name,
-                    plan,
-                    musicgen.frames_for(segment.duration),
-                    clip_seed(config.generation.seed, clip_id),
-                )
-            )
-    save()
-
-    generation = config.generation
-    if pending and generation.decoder == "audiocraft":
-        from synthesis.backends import require_audiocraft
-
-        require_audiocraft()  # raises with installation advice; generation below needs transformers
-    decoder = (
-        StaticCacheDecoder(
-            musicgen.model.decoder,
-            DecodingSettings(
-                generation.guidance_scale,
-                generation.do_sample,
-                generation.temperature,
-                generation.top_k,
-                generation.compile,
-            ),
-        )
-        if pending
-        else None
-    )
-    for batch in _batches(pending, generation.batch_size, musicgen.family):
-        batch_started = time.perf_counter()
-        states, mask = _pad_and_stack(
-            [item.plan.conditioning.states for item in batch],
-            [item.plan.conditioning.mask for item in batch],
-        )
-        null_states, null_mask = _pad_and_stack(
-            [item.plan.conditioning.null_states for item in batch],
-            [item.plan.conditioning.null_mask for item in batch],
-        )
-        generators = [
-            torch.Generator(device=musicgen.device).manual_seed(item.seed) for item in batch
-        ]
-        codes = decoder.generate_codes(
-            states,
-            mask,
-            [item.frames for item in batch],
-            generators,
-            unconditional=(null_states, null_mask),
-        )
-        waveforms = decode_audio_batch(musicgen, codes)
-        for item, waveform_tensor in zip(batch, waveforms, strict=True):
-            waveform = waveform_tensor.numpy()
-            provenance = {
-                "model": musicgen.name,
-                "model_family": musicgen.family,
-                "weights_sha256": musicgen.weights_sha256,
-                "seed": item.seed,
-                "guidance": generation.guidance_scale,
-                "code_version": version,
-                "decoder": "static-cache loop (synthesis.decoding)",
-                "sampling": {
-                    "do_sample": generation.do_sample,
-                    "temperature": generation.temperature,
-                    "top_k": generation.top_k,
-                },
-                # with the seed, what the clip's bytes depend on (docs: "Reproducibility")
-                "batch_size": generation.batch_size,
-                "torch_threads": threads,
-                **item.plan.provenance,
-            }
-            finish_and_write(
-                item.clip_id,
-                item.segment,
-                item.condition,
-                waveform,
-                musicgen.sampling_rate,
-                provenance,
-            )
-            summary.audio_seconds_generated += item.segment.duration
-            progress.update()
-        summary.generation_seconds += time.perf_counter() - batch_started
-        save()
-    progress.close()
-    save()
-    summary.manifest_problems = (
-        schema_problems(manifest) if manifest["clips"] else ["no clips were made"]
-    )
-    if manifest["clips"]:  # only once the new manifest is on disk
-        summary.files_removed = _remove_unlisted_files(out, manifest)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,14 +932,18 @@ def load_training_pairs(
     config: SynthesisConfig,
     device: str = "cpu",
     log: Log = print,
+    with_score: bool = False,
+    musicgen_spec: ModelSpec | None = None,
 ) -> tuple[LoadedMusicgen, VisualEncoder, list[IngestedSource]]:
     """MusicGen, the visual encoder and the (video, reference audio) segments of `videos`.
 
     Segments are cut as `generate` cuts them; embeddings are cached in `out/.cache/embeddings`.
     Nothing is written into a stimulus set. Shared by `train-adapter` and `train-gan`.
+    `with_score`: slice each source's score to its segments (sources without one are skipped).
+    `musicgen_spec`: another MusicGen than the config's (vit_score's melody model).
     """
     torch_device = torch.device(device)
-    musicgen = load_musicgen(config.musicgen, torch_device)
+    musicgen = load_musicgen(musicgen_spec or config.musicgen, torch_device)
     encoder = load_visual_encoder(config.encoder, torch_device)
     summary = RunSummary(out)
     ingested = ingest_all(
@@ -910,8 +955,12 @@ def load_training_pairs(
         None,
         summary,
         log,
+        with_score=with_score,
     )
     return musicgen, encoder, ingested
+
+
+ADAPTER_CONDITIONS = ("vit_adapter", "vit_score")
 
 
 def train_adapter_on_videos(
@@ -921,26 +970,54 @@ def train_adapter_on_videos(
     device: str = "cpu",
     epochs: int | None = None,
     log: Log = print,
+    condition: str = "vit_adapter",
 ) -> list[float]:
-    """Trains the vit_adapter on (video, reference audio) segments; checkpoints go to `out`."""
-    musicgen, encoder, ingested = load_training_pairs(videos, out, config, device, log)
+    """Trains a condition's adapter on (video, reference audio) segments; checkpoints to `out`.
+
+    `vit_adapter` (and `mismatched`, which uses it): the config's MusicGen and `adapter`
+    settings. `vit_score`: `vit_score.musicgen` (melody) and `vit_score.adapter`, each segment's
+    score chroma before the adapter's tokens, as at generation; sources without a score and
+    segments whose score window has no notes are left out.
+    """
+    if condition not in ADAPTER_CONDITIONS:
+        raise ConfigError(f"train-adapter trains {ADAPTER_CONDITIONS}, not {condition!r}")
+    with_score = condition == "vit_score"
+    settings = config.vit_score.adapter if with_score else config.adapter
+    musicgen, encoder, ingested = load_training_pairs(
+        videos,
+        out,
+        config,
+        device,
+        log,
+        with_score=with_score,
+        musicgen_spec=config.vit_score.musicgen if with_score else None,
+    )
     examples = []
     for segment in (segment for source in ingested for segment in source.segments):
+        prefix = None
+        if with_score:
+            from synthesis.conditions.vit_score import chroma_prefix, score_chroma
+
+            if segment.score is None or segment.score.note_count == 0:
+                log(f"leaving out {segment.id}: no notes in its score window")
+                continue
+            prefix = chroma_prefix(musicgen, score_chroma(segment.score, musicgen))[0].cpu()
         waveform = torch.from_numpy(segment.reference_audio)[None]
         if musicgen.audio_channels == 1 and waveform.shape[1] != 1:
             waveform = waveform.mean(dim=1, keepdim=True)
         codes = encode_audio_codes(musicgen, waveform)[0].cpu()
-        examples.append(TrainingExample(segment.id, segment.embeddings, codes))
-    log(f"training on {len(examples)} segments from {len(ingested)} videos")
+        examples.append(TrainingExample(segment.id, segment.embeddings, codes, prefix))
+    log(f"training the {condition} adapter on {len(examples)} segments from {len(ingested)} videos")
     shape = AdapterShape(
         encoder.embedding_size,
         musicgen.decoder_width,
-        config.adapter.num_tokens,
-        config.adapter.hidden_size,
+        settings.num_tokens,
+        settings.hidden_size,
     )
     torch.manual_seed(config.train.seed)
     adapter = VisualAdapter(shape)
     metadata = {
+        "condition": condition,
         "musicgen": musicgen.name,
         "musicgen_weights_sha256": musicgen.weights_sha256,
         "encoder": encoder.name,

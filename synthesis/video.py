@@ -4,7 +4,8 @@ Two layouts are understood:
 - a plain folder of videos (each video's own audio track is the reference);
 - URMP: one folder per piece, e.g. `01_Jupiter_vn_vc/` holding `Vid_01_Jupiter_vn_vc.mp4`, the mix
   `AuMix_01_Jupiter_vn_vc.wav` (the reference), per-instrument tracks `AuSep_1_vn_01_Jupiter.wav`
-  and the score `Sco_01_Jupiter_vn_vc.mid`.
+  and the score `Sco_01_Jupiter_vn_vc.mid`. A plain folder's video may bring its score as
+  `<video>.mid` beside it.
 """
 
 from __future__ import annotations
@@ -137,6 +138,15 @@ def _urmp_source(folder: pathlib.Path) -> VideoSource | None:
     )
 
 
+def _score_beside(video: pathlib.Path) -> pathlib.Path | None:
+    """`<video>.mid` (or `.midi`) beside a plain folder's video: its score, aligned to the video."""
+    for suffix in (".mid", ".midi", ".MID", ".MIDI"):
+        candidate = video.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def discover_sources(folder: pathlib.Path) -> list[VideoSource]:
     """URMP piece folders and plain videos directly inside `folder`, sorted by id."""
     sources = []
@@ -146,7 +156,9 @@ def discover_sources(folder: pathlib.Path) -> list[VideoSource]:
             if source is not None:
                 sources.append(source)
         elif entry.suffix.lower() in VIDEO_SUFFIXES:
-            sources.append(VideoSource(id=safe_id(entry.stem), video=entry))
+            sources.append(
+                VideoSource(id=safe_id(entry.stem), video=entry, score=_score_beside(entry))
+            )
     ids = [source.id for source in sources]
     duplicates = sorted({identifier for identifier in ids if ids.count(identifier) > 1})
     if duplicates:

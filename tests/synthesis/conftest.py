@@ -152,10 +152,15 @@ def video_maker():
 
 @pytest.fixture(scope="session")
 def video_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """Two good performance videos (3 s each)."""
+    """Two good performance videos (3 s each), each with its score beside it (`<video>.mid`)."""
     folder = tmp_path_factory.mktemp("videos")
     make_video(folder / "perf_a.mp4", seconds=3.0, pulse_hz=2.0, seed=0)
     make_video(folder / "perf_b.mp4", seconds=3.0, pulse_hz=1.5, seed=1)
+    # a note on every beat of the 2 Hz / 1.5 Hz pulse, violin and cello, in every segment
+    violin = [(69 + k % 3, k / 2, k / 2 + 0.4, 90) for k in range(6)]
+    cello = [(48 + k % 4, k / 1.5, k / 1.5 + 0.5, 80) for k in range(5)]
+    make_score(folder / "perf_a.mid", [(40, violin)])
+    make_score(folder / "perf_b.mid", [(42, cello)])
     return folder
 
 
@@ -164,3 +169,71 @@ def tiny_config():
     from synthesis.config import load_config
 
     return load_config("tiny")
+
+
+# --------------------------------------------------------------------------------------------
+# Scores (issue 16)
+
+Note = tuple[int, float, float, int]  # pitch, start s, end s, velocity
+
+
+def make_score(
+    path: pathlib.Path, parts: list[tuple[int, list[Note]]], tempo_bpm: float = 120.0
+) -> pathlib.Path:
+    """A MIDI score: one instrument per (GM program, notes) part, times in seconds."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm)
+    for program, notes in parts:
+        instrument = pretty_midi.Instrument(program=program)
+        for pitch, start, end, velocity in notes:
+            instrument.notes.append(pretty_midi.Note(velocity, pitch, start, end))
+        midi.instruments.append(instrument)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    midi.write(str(path))
+    return path
+
+
+def write_tone_wav(path: pathlib.Path, seconds: float, hz: float, rate: int = 48000) -> None:
+    """A mono 16-bit WAV of a sine (URMP's mixes and separated tracks are WAV files)."""
+    tone = (0.2 * np.sin(2 * np.pi * hz * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(tone[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_urmp_piece(
+    root: pathlib.Path,
+    name: str,
+    parts: list[tuple[int, list[Note]]],
+    seconds: float = 2.5,
+    seed: int = 0,
+) -> pathlib.Path:
+    """A URMP piece folder `root/name`: silent video, mix, one separated track per part, score."""
+    piece = root / name
+    make_video(piece / f"Vid_{name}.mp4", seconds=seconds, audio=False, seed=seed)
+    write_tone_wav(piece / f"AuMix_{name}.wav", seconds, 220.0 * (seed + 1))
+    number, piece_name = name.split("_")[:2]
+    codes = name.split("_")[2:]
+    for index, code in enumerate(codes[: len(parts)], start=1):
+        write_tone_wav(piece / f"AuSep_{index}_{code}_{number}_{piece_name}.wav", seconds, 220.0)
+    make_score(piece / f"Sco_{name}.mid", parts)
+    return piece
+
+
+@pytest.fixture(scope="session")
+def score_maker():
+    """`make_score`: a MIDI score from (program, notes) parts."""
+    return make_score
+
+
+@pytest.fixture(scope="session")
+def urmp_maker():
+    """`make_urmp_piece`: a URMP-style piece folder with a MIDI score."""
+    return make_urmp_piece

@@ -19,6 +19,9 @@ from synthesis.manifest import schema_problems
 from synthesis.pipeline import generate_set
 from synthesis.video import file_sha256
 
+MUSICGEN_CONDITIONS = ("vit_adapter", "text_bridge", "mismatched", "vit_score")
+SCORE_CONDITIONS = ("score_render", "score_diffusion")  # the tiny config's other conditions
+
 
 def quiet(_message: str) -> None:
     pass
@@ -58,8 +61,8 @@ def test_set_is_complete_and_valid(tiny_set):
     assert len(manifest["sources"]) == 2
     assert len(manifest["segments"]) == 4  # two 1 s segments from each 3 s video
     conditions = {clip["condition"] for clip in manifest["clips"]}
-    assert conditions == {"reference", "vit_adapter", "text_bridge", "mismatched"}
-    assert len(manifest["clips"]) == 16
+    assert conditions == {"reference", *MUSICGEN_CONDITIONS, *SCORE_CONDITIONS}
+    assert len(manifest["clips"]) == 28  # 4 segments x 7 conditions
     # the lead's loader (hashes, paths inside the set, per-segment format) accepts it
     load_stimulus_set(out)
 
@@ -71,7 +74,7 @@ def test_clips_of_a_segment_share_format_and_loudness(tiny_set):
     segment_ids = {segment["id"] for segment in manifest["segments"]}
     for segment_id in segment_ids:
         clips = [clip for clip in manifest["clips"] if clip["segment"] == segment_id]
-        assert len(clips) == 4
+        assert len(clips) == 7
         shapes = set()
         for clip in clips:
             path = out / clip["path"]
@@ -93,9 +96,19 @@ def test_manifest_records_provenance_and_features(tiny_set):
         if clip["condition"] == "reference":
             continue
         provenance = clip["provenance"]
-        for key in ("model", "encoder", "weights_sha256", "seed", "guidance", "code_version"):
+        for key in ("model", "weights_sha256", "code_version"):
             assert provenance[key] is not None, (clip["id"], key)
         assert len(provenance["weights_sha256"]) == 64
+        if clip["condition"] in SCORE_CONDITIONS:  # from the score alone: no video, no guidance
+            assert provenance["encoder"] is None and provenance["guidance"] is None
+            assert len(provenance["score_sha256"]) == 64
+            assert provenance["score_window"]["end"] - provenance["score_window"]["start"] == 1
+            continue
+        for key in ("encoder", "seed", "guidance"):
+            assert provenance[key] is not None, (clip["id"], key)
+        if clip["condition"] == "vit_score":
+            assert provenance["melody"].startswith("score chroma")
+            assert len(provenance["score_sha256"]) == 64
         if clip["condition"] == "text_bridge":
             assert provenance["prompt"].endswith(("tempo", "BPM"))
         else:
@@ -125,7 +138,7 @@ def test_resume_skips_finished_clips(tiny_set, video_folder):
     removed = out / "audio" / "perf_b.s001.vit_adapter.wav"
     removed.unlink()
     summary = generate_set(video_folder, out, load_config("tiny"), "cpu", log=quiet)
-    assert summary.clips_reused == 15
+    assert summary.clips_reused == 27
     assert summary.clips_written == 1
     after = {path.name: path.stat().st_mtime_ns for path in (out / "audio").iterdir()}
     unchanged = [name for name in before if name != removed.name]
@@ -364,13 +377,13 @@ def test_clip_bytes_do_not_depend_on_batch_size_or_threads(video_folder, tmp_pat
             generate_set(video_folder, out, config, "cpu", log=quiet)
             hashes.append(generated_hashes(out))
             for clip in manifest_of(out)["clips"]:
-                if clip["condition"] != "reference":
+                if clip["condition"] in MUSICGEN_CONDITIONS:
                     assert clip["provenance"]["batch_size"] == batch_size
                     assert clip["provenance"]["torch_threads"] == threads
             assert manifest_of(out)["generator"]["torch_threads"] == threads
     finally:
         torch.set_num_threads(threads_before)
-    assert len(hashes[0]) == 12
+    assert len(hashes[0]) == 24  # 4 segments x 6 generated conditions
     assert hashes[0] == hashes[1] == hashes[2]
 
 
@@ -434,3 +447,25 @@ def test_progress_shows_in_a_log_file(video_folder, tmp_path, capsys, monkeypatc
     lines = capsys.readouterr().err.splitlines()  # pytest's stderr is not a terminal
     assert "videos: 1/2 videos (50%)" in lines[0]
     assert lines[-1].startswith("clips: 4/4 clips (100%)")
+
+
+def test_plain_videos_without_scores_still_make_a_set_with_the_tiny_config(
+    tmp_path, video_maker, tiny_config
+):
+    """A newcomer's own videos bring no MIDI: the shipped `tiny` config (which lists the score
+    conditions) makes every condition that needs no score and says why the others are absent,
+    instead of skipping every source."""
+    videos = tmp_path / "videos"
+    video_maker(videos / "mine.mp4", seconds=2.5)
+    tiny_config.conditions = ["reference", "vit_adapter", "score_render", "vit_score"]
+    notes: list[str] = []
+    summary = generate_set(videos, tmp_path / "set", tiny_config, "cpu", log=notes.append)
+    assert summary.sources_used == ["mine"] and summary.sources_skipped == []
+    assert any(
+        "no source has a MIDI score" in note and "score_render, vit_score" in note
+        for note in summary.notes
+    )
+    assert any("no source has a MIDI score" in line for line in notes)
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert {clip["condition"] for clip in manifest["clips"]} == {"reference", "vit_adapter"}
+    load_stimulus_set(tmp_path / "set")
