@@ -55,9 +55,9 @@ browser:
 	  $(APT_INSTALL) chromium >/dev/null; }
 
 ## r-lme4: R and lme4 from Debian, for the analysis's mixed models (CRAN is not reachable here).
-R_PACKAGES := r-base-core r-cran-lme4 r-cran-glmmtmb r-cran-jsonlite
+R_PACKAGES := r-base-core r-cran-lme4 r-cran-lmertest r-cran-glmmtmb r-cran-jsonlite
 r-lme4:
-	@Rscript -e 'for (p in c("lme4", "glmmTMB", "jsonlite")) library(p, character.only = TRUE)' \
+	@Rscript -e 'for (p in c("lme4", "lmerTest", "glmmTMB", "jsonlite")) library(p, character.only = TRUE)' \
 	  >/dev/null 2>&1 || { echo "installing R and lme4 (Debian)"; \
 	  $(APT_INSTALL) $(R_PACKAGES) >/dev/null; }
 

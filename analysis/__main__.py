@@ -26,11 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--keep-failed-screening", action="store_true")
     report.add_argument("--keep-failed-catch", action="store_true")
     report.add_argument("--keep-too-fast", action="store_true")
+    report.add_argument(
+        "--keep-unheard",
+        action="store_true",
+        help="keep rows the server flags as not listened (flag_unheard, flag_too_quick)",
+    )
 
     objective = commands.add_parser("objective", help="objective audio metrics of a stimulus set")
     objective.add_argument("set_dir")
     objective.add_argument("--out", required=True)
-    objective.add_argument("--embedding", help="module:function mapping (audio, rate) -> vector")
+    objective.add_argument(
+        "--embedding",
+        help="encodec:FOLDER or clap:FOLDER (a local model), or module:function mapping "
+        "(audio, rate) -> vector",
+    )
+    objective.add_argument(
+        "--notes",
+        action="store_true",
+        help="note-level descriptors from basic-pitch (fetched from PyPI if not installed)",
+    )
     objective.add_argument("--tagger", help="local path of a Hugging Face audio classifier")
 
     args = parser.parse_args(argv)
@@ -43,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed_screening=not args.keep_failed_screening,
                     failed_catch=not args.keep_failed_catch,
                     too_fast=not args.keep_too_fast,
+                    not_listened=not args.keep_unheard,
                 ),
                 equivalence_margin=args.margin, alpha=args.alpha, unit=args.unit,
                 n_boot=args.n_boot, n_permutations=args.n_permutations, seed=args.seed,
@@ -55,10 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             from analysis.objective import load_embedding, run_objective
 
             embedding = load_embedding(args.embedding) if args.embedding else None
+            transcriber = None
+            if args.notes:
+                from analysis.transcription import BasicPitch
+
+                transcriber = BasicPitch()
             table = run_objective(args.set_dir, args.out, embedding=embedding,
-                                  tagger_path=args.tagger)
+                                  tagger_path=args.tagger, transcriber=transcriber)
             print(f"wrote {args.out}/objective.csv and objective.json ({len(table)} clips)")
-    except (ExportError, FileNotFoundError, ValueError, RuntimeError) as error:
+            for condition, entry in table.attrs["frechet"].items():
+                print(f"Frechet distance {condition}: {entry['frechet_distance']:.3g} "
+                      f"(bootstrap 95% {entry['frechet_ci_low']:.3g}-"
+                      f"{entry['frechet_ci_high']:.3g}; "
+                      f"{entry['samples']} vs {entry['reference_samples']} samples, "
+                      f"{entry['dimensions']} dimensions"
+                      + ("; biased: fewer samples than dimensions)" if
+                         entry["frechet_bias_warning"] else ")"))
+    except (ExportError, OSError, ValueError, RuntimeError) as error:
+        # A refused or unreadable export: status 2 and the problems, never a partial report
+        # (OSError: a missing or unreadable file; ValueError includes bad JSON and CSV).
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -9,13 +9,24 @@ Exclusions follow the export's flags:
   them on all of that participant's rows); a participant with the flag on any row is dropped.
 * ``flag_too_fast`` describes one *answer*; only that row is dropped.
 
+* ``flag_unheard`` / ``flag_too_quick`` (optional, issue 13) describe one *answer* the server saw
+  before the audio was fetched whole or sooner than its duration allows: rule ``not_listened``.
+* A row whose rating is empty although its block asks for it: rule ``empty_rating``.
+
 Catch trials (``is_catch == 1``) and headphone-check trials never enter the statistics: they exist
 to produce the flags above.
+
+:func:`read_export` also checks the export against ``study.json`` (study, blocks, conditions,
+row counts, flags) and refuses an export that contradicts it; see "Validation" in
+``docs/analysis.md``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +74,9 @@ BOOLEAN_COLUMNS = (
     "flag_failed_catch",
     "flag_too_fast",
     "excluded",
+    # optional (issue 13): the server's own listening flags
+    "flag_unheard",
+    "flag_too_quick",
     # optional, from later trial types (parsed only when present)
     "mushra_post_screen_flag",
     # p808_qualification rows
@@ -119,19 +133,55 @@ ACR_ITEMS = ("rating", "gold", "trap")
 
 PARTICIPANT_FLAGS = ("flag_failed_screening", "flag_failed_catch")
 ROW_FLAGS = ("flag_too_fast",)
+# Optional columns (issue 13): the server's measure of listening. Exports made before the app
+# wrote them have none, and they still load.
+NOT_LISTENED_FLAGS = ("flag_unheard", "flag_too_quick")
+LISTENING_COLUMNS = ("server_rt_ms", "media_fetched", *NOT_LISTENED_FLAGS)
+NOT_LISTENED = "not_listened"
+EMPTY_RATING = "empty_rating"
+NOT_ANALYSED = "not_analysed"
 FLAG_REASONS = {
     "flag_failed_screening": "failed headphone screening or P.808 qualification",
     "flag_failed_catch": "failed a catch / attention item (incl. P.808 gold or trap)",
     "flag_too_fast": "answered before the clips could be heard in full",
+    NOT_LISTENED: "not listened: answered before the audio was fetched whole or could play",
+    EMPTY_RATING: "empty ratings: a rating its block asks for is empty",
+    NOT_ANALYSED: "catch, headphone-check and qualification rows (never in the statistics)",
 }
+# The rating(s) each trial type's statistics read. A row with one of them empty, in a block whose
+# other rows have it (so the block asks for it), is an "empty rating" (docs/analysis.md).
+RATED_COLUMNS = {
+    "emotion_rating": ("valence", "arousal", "fit", "tempo"),
+    "fit_rating": ("fit",),
+    "similarity": ("similarity",),
+    "mushra": ("mushra_score",),
+    "acr": ("acr_rating",),
+    "fit_preference": ("answer",),
+}
+# Trial types that only exist to screen listeners (their rows never enter the statistics).
+SCREENING_TYPES = ("headphone_check", "p808_qualification")
+# Condition names the app makes up itself (never in a design or manifest): MUSHRA anchors and the
+# P.808 gold and trap items.
+APP_CONDITIONS = (
+    "reference",
+    "anchor_lp35",
+    "anchor_lp70",
+    "p808_gold_high",
+    "p808_gold_low",
+    "p808_trap",
+)
+# One `media_fetched` entry: slot name, a colon, the fraction of its bytes fetched (0..1).
+MEDIA_ENTRY = re.compile(r"^[^:;\s]+:(\d+(?:\.\d+)?)$")
 
 
 class ExportError(ValueError):
     """The export does not follow docs/export-format.md; the message lists every problem."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], files: tuple[str, ...] = ()):
         self.problems = problems
-        super().__init__("invalid export:\n  - " + "\n  - ".join(problems))
+        self.files = files
+        where = f" ({', '.join(files)})" if files else ""
+        super().__init__(f"invalid export{where}:\n  - " + "\n  - ".join(problems))
 
 
 @dataclass
@@ -157,12 +207,23 @@ class ExclusionConfig:
     failed_screening: bool = True
     failed_catch: bool = True
     too_fast: bool = True
+    # flag_unheard or flag_too_quick (issue 13); `--keep-unheard` switches it off
+    not_listened: bool = True
+    # rows whose rating is empty although the block asks for it
+    empty_ratings: bool = True
 
     @classmethod
     def none(cls) -> ExclusionConfig:
-        return cls(failed_screening=False, failed_catch=False, too_fast=False)
+        return cls(
+            failed_screening=False,
+            failed_catch=False,
+            too_fast=False,
+            not_listened=False,
+            empty_ratings=False,
+        )
 
     def active_flags(self) -> list[str]:
+        """The export's flag columns whose rules are on (the derived rules are not columns)."""
         chosen = {
             "flag_failed_screening": self.failed_screening,
             "flag_failed_catch": self.failed_catch,
@@ -170,13 +231,25 @@ class ExclusionConfig:
         }
         return [flag for flag, on in chosen.items() if on]
 
+    def active_rules(self) -> list[str]:
+        """Every rule that is on, by the name the exclusion tables use."""
+        derived = {NOT_LISTENED: self.not_listened, EMPTY_RATING: self.empty_ratings}
+        return self.active_flags() + [rule for rule, on in derived.items() if on]
+
 
 @dataclass
 class Exclusions:
-    """Rows kept after exclusions and a table saying what was dropped and why."""
+    """Rows kept after exclusions and tables saying what was dropped and why.
+
+    ``table``: one row per active rule (rule, reason, level, participants, rows) and the total.
+    ``summary``: one row per rule, on or off (rule, reason, applied, rows, participants), the
+    total of the applied ones (``any``), and the rows kept that never enter the statistics by
+    design (``not_analysed``: catch and screening trials), so a report can print it as it is.
+    """
 
     kept: pd.DataFrame
     table: pd.DataFrame = field(repr=False)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
 def read_export(responses: str | Path, study: str | Path) -> Export:
@@ -184,14 +257,59 @@ def read_export(responses: str | Path, study: str | Path) -> Export:
 
     Raises :class:`ExportError` naming every missing required column and every bad value.
     """
-    study_data = read_study(study)
-    frame = pd.read_csv(responses, dtype=str, keep_default_na=False, na_values=[""])
-    return Export(responses=validate_responses(frame), study=study_data)
+    files = (f"responses: {responses}", f"study: {study}")
+    try:
+        study_data = read_study(study)
+        frame = _read_responses(responses)
+        typed = validate_responses(frame)
+        problems = check_export(typed, study_data)
+    except ExportError as error:
+        raise ExportError(_named(error.problems, responses, study), files) from None
+    if problems:
+        raise ExportError(_named(problems, responses, study), files)
+    return Export(responses=typed, study=study_data)
+
+
+def _named(problems: list[str], responses: str | Path, study: str | Path) -> list[str]:
+    """Problems name the files by their real paths (a researcher may have several exports)."""
+    names = {"responses.csv:": f"{responses}:", "study.json:": f"{study}:"}
+    named = []
+    for problem in problems:
+        for short, full in names.items():
+            if problem.startswith(short):
+                problem = full + problem[len(short) :]
+                break
+        named.append(problem)
+    return named
+
+
+def _read_responses(path: str | Path) -> pd.DataFrame:
+    """The raw table, all strings; a record with another number of fields than the header (a
+    file cut in the middle of a line, a stray comma) is an error, not a row of empty cells."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    if not text.strip():
+        raise ExportError(["responses.csv: the file is empty (not even a header)"])
+    reader = csv.reader(io.StringIO(text, newline=""))
+    width = len(next(reader))
+    ragged = [str(reader.line_num) for record in reader if record and len(record) != width]
+    if ragged:
+        more = f" and {len(ragged) - 5} more" if len(ragged) > 5 else ""
+        raise ExportError(
+            [
+                f"responses.csv: line(s) {', '.join(ragged[:5])}{more} do not have the header's "
+                f"{width} fields (a file cut short or edited by hand?)"
+            ]
+        )
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
 
 
 def read_study(path: str | Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ExportError([f"study.json: not valid JSON ({error})"]) from None
     problems = []
     if not isinstance(data, dict):
         raise ExportError([f"{path}: top level must be a JSON object"])
@@ -232,6 +350,7 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
         "rt_ms",
         "plays_ref",
         "tone_count_errors",
+        "server_rt_ms",
     ):
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, 0, None)
@@ -242,6 +361,22 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
     if frame["participant"].isna().any():
         problems.append("responses.csv: 'participant' is empty on some rows")
+    padded = frame["participant"].notna() & (
+        frame["participant"] != frame["participant"].str.strip()
+    )
+    if padded.any():
+        # "P7 " and "P7" would count as two listeners.
+        problems.append(
+            "responses.csv: participant ids with leading or trailing spaces "
+            f"({_where(frame, padded)})"
+        )
+    for flag in (*PARTICIPANT_FLAGS, *ROW_FLAGS):
+        # An empty flag would read as "not flagged": a failed listener would be analysed.
+        empty = frame[flag].isna()
+        if empty.any():
+            problems.append(f"responses.csv: '{flag}' is empty ({_where(frame, empty)})")
+    if "media_fetched" in frame.columns:
+        _check_media_fetched(frame, problems)
 
     abx = frame["trial_type"] == "abx"
     if frame.loc[abx, "correct"].isna().any():
@@ -269,11 +404,12 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_exclusions(responses: pd.DataFrame, config: ExclusionConfig | None = None) -> Exclusions:
-    """Drop excluded participants and rows; return what is kept and a table of reasons.
+    """Drop excluded participants and rows; return what is kept and tables of reasons.
 
-    The table has one row per active rule: its level (participant or row), how many participants
+    ``table`` has one row per active rule: its level (participant or row), how many participants
     it flags, and how many rows it removes on its own (rows can carry several flags, so the
-    counts overlap; ``total`` is the union).
+    counts overlap; ``total`` is the union). ``summary`` is the per-rule count table of
+    :class:`Exclusions`.
 
     >>> frame = pd.DataFrame({"participant": ["P1", "P1", "P2", "P2"],
     ...                       "flag_failed_screening": [1, 1, 0, 0],
@@ -284,13 +420,17 @@ def apply_exclusions(responses: pd.DataFrame, config: ExclusionConfig | None = N
     [3]
     >>> result.table[["reason", "participants", "rows"]].to_dict("records")[-1]
     {'reason': 'total', 'participants': 1, 'rows': 3}
+    >>> result.summary.set_index("rule").loc["flag_too_fast", ["rows", "participants"]].tolist()
+    [1, 1]
     """
     config = config or ExclusionConfig()
+    active = set(config.active_rules())
     drop = pd.Series(False, index=responses.index)
     records = []
-    for flag in config.active_flags():
-        flagged = responses[flag].fillna(False).astype(bool)
-        if flag in PARTICIPANT_FLAGS:
+    summary = []
+    for rule in (*PARTICIPANT_FLAGS, *ROW_FLAGS, NOT_LISTENED, EMPTY_RATING):
+        flagged = _rule_rows(responses, rule)
+        if rule in PARTICIPANT_FLAGS:
             flagged_people = set(responses.loc[flagged, "participant"])
             flagged = responses["participant"].isin(flagged_people)
             level = "participant"
@@ -298,27 +438,397 @@ def apply_exclusions(responses: pd.DataFrame, config: ExclusionConfig | None = N
         else:
             level = "row"
             people = responses.loc[flagged, "participant"].nunique()
-        records.append(
-            {
-                "rule": flag,
-                "reason": FLAG_REASONS[flag],
-                "level": level,
-                "participants": int(people),
-                "rows": int(flagged.sum()),
-            }
+        counts = {"participants": int(people), "rows": int(flagged.sum())}
+        summary.append(
+            {"rule": rule, "reason": FLAG_REASONS[rule], "applied": rule in active} | counts
         )
+        if rule not in active:
+            continue
+        records.append({"rule": rule, "reason": FLAG_REASONS[rule], "level": level} | counts)
         drop |= flagged
     whole_people = set(responses["participant"]) - set(responses.loc[~drop, "participant"])
-    records.append(
+    total = {"participants": len(whole_people), "rows": int(drop.sum())}
+    records.append({"rule": "any", "reason": "total", "level": ""} | total)
+    summary.append(
+        {"rule": "any", "reason": "excluded by any applied rule", "applied": True} | total
+    )
+    kept = responses.loc[~drop]
+    by_design = _not_analysed(kept)
+    summary.append(
         {
-            "rule": "any",
-            "reason": "total",
-            "level": "",
-            "participants": len(whole_people),
-            "rows": int(drop.sum()),
+            "rule": NOT_ANALYSED,
+            "reason": FLAG_REASONS[NOT_ANALYSED],
+            "applied": True,
+            "rows": int(by_design.sum()),
+            "participants": int(kept.loc[by_design, "participant"].nunique()),
         }
     )
-    return Exclusions(kept=responses.loc[~drop], table=pd.DataFrame.from_records(records))
+    return Exclusions(
+        kept=kept,
+        table=pd.DataFrame.from_records(records),
+        summary=pd.DataFrame.from_records(
+            summary, columns=["rule", "reason", "applied", "rows", "participants"]
+        ),
+    )
+
+
+def _flag(responses: pd.DataFrame, column: str) -> pd.Series:
+    if column not in responses.columns:
+        return pd.Series(False, index=responses.index)
+    return responses[column].fillna(False).astype(bool)
+
+
+def _rule_rows(responses: pd.DataFrame, rule: str) -> pd.Series:
+    """Rows a rule flags (before spreading participant rules to all of a participant's rows)."""
+    if rule == NOT_LISTENED:
+        # Optional columns: an export without them flags nothing, and an empty cell (a trial
+        # without audio) is not a flag.
+        return _flag(responses, "flag_unheard") | _flag(responses, "flag_too_quick")
+    if rule == EMPTY_RATING:
+        return empty_ratings(responses)
+    return _flag(responses, rule)
+
+
+def empty_ratings(responses: pd.DataFrame) -> pd.Series:
+    """Rows (not catch trials) whose rating is empty although their block asks for it.
+
+    Whether a block asks for a scale is read from the data, not the design: a scale the block
+    does not ask (say ``tempo``) is empty on all its rows, while a scale it asks is filled on
+    the others. Empty GEMS cells are answers (no word chosen), so ``gems`` is not a rating here.
+
+    >>> frame = pd.DataFrame({"participant": ["P1", "P1", "P2"], "block": "e",
+    ...                       "trial_type": "emotion_rating", "is_catch": False,
+    ...                       "valence": [5, None, 3], "tempo": [None, None, None]})
+    >>> empty_ratings(frame).tolist()
+    [False, True, False]
+    """
+    empty = pd.Series(False, index=responses.index)
+    if "trial_type" not in responses.columns:
+        return empty
+    candidates = ~_flag(responses, "is_catch")
+    for trial_type, columns in RATED_COLUMNS.items():
+        rows = candidates & (responses["trial_type"] == trial_type)
+        if not rows.any():
+            continue
+        blocks = (
+            responses.loc[rows, "block"].fillna("")
+            if "block" in responses.columns
+            else pd.Series("", index=responses.index[rows])
+        )
+        for column in columns:
+            if column not in responses.columns:
+                continue
+            missing = responses.loc[rows, column].isna()
+            asked = (~missing).groupby(blocks).transform("any")
+            empty.loc[missing.index] |= (missing & asked).to_numpy()
+    return empty
+
+
+def _not_analysed(responses: pd.DataFrame) -> pd.Series:
+    """Rows that never enter the statistics by design: catch and screening trials."""
+    by_design = _flag(responses, "is_catch")
+    if "trial_type" in responses.columns:
+        by_design |= responses["trial_type"].isin(SCREENING_TYPES).fillna(False).astype(bool)
+    return by_design
+
+
+def check_export(responses: pd.DataFrame, study: dict[str, Any]) -> list[str]:
+    """Problems that make the typed responses contradict themselves or ``study.json``.
+
+    Each names the lines and participants concerned. An export of a study still running passes:
+    participants who did not finish have fewer rows, withdrawn ones are gone from both files.
+    """
+    if responses.empty:
+        meta = study.get("study", {})
+        return [
+            "responses.csv: a header but no rows: nothing to analyse (study.json: "
+            f"{meta.get('participants_started', '?')} participants started, "
+            f"{meta.get('participants_completed', '?')} completed)"
+        ]
+    problems: list[str] = []
+    _check_study_identity(responses, study, problems)
+    _check_blocks(responses, study, problems)
+    _check_conditions(responses, study, problems)
+    _check_duplicates(responses, problems)
+    _check_correct(responses, problems)
+    _check_participant_flags(responses, study, problems)
+    _check_counts(responses, study, problems)
+    return problems
+
+
+def _design_blocks(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    blocks = study.get("design", {}).get("blocks", [])
+    if not isinstance(blocks, list):
+        return {}
+    return {b["id"]: b for b in blocks if isinstance(b, dict) and isinstance(b.get("id"), str)}
+
+
+def _check_study_identity(
+    responses: pd.DataFrame, study: dict[str, Any], problems: list[str]
+) -> None:
+    slug = study.get("study", {}).get("slug")
+    design_slug = study.get("design", {}).get("slug")
+    if slug and design_slug and slug != design_slug:
+        problems.append(f"study.json: study slug {slug!r} but design slug {design_slug!r}")
+    if not slug or "study" not in responses.columns:
+        return
+    other = responses["study"].notna() & (responses["study"] != slug)
+    if other.any():
+        names = ", ".join(repr(s) for s in responses.loc[other, "study"].unique()[:3])
+        problems.append(
+            f"responses.csv: rows of study {names}, but study.json is study {slug!r} "
+            f"({_where(responses, other)})"
+        )
+
+
+def _check_blocks(responses: pd.DataFrame, study: dict[str, Any], problems: list[str]) -> None:
+    blocks = _design_blocks(study)
+    if not blocks or "block" not in responses.columns:
+        return
+    unknown = ~responses["block"].isin(list(blocks)).fillna(False).astype(bool)
+    if unknown.any():
+        names = ", ".join(repr(b) for b in responses.loc[unknown, "block"].unique()[:5])
+        problems.append(
+            f"responses.csv: block(s) {names} are not in study.json's design "
+            f"({_where(responses, unknown)})"
+        )
+    design_type = responses["block"].map({k: b.get("type") for k, b in blocks.items()})
+    wrong = ~unknown & design_type.notna() & (responses["trial_type"] != design_type)
+    if wrong.any():
+        problems.append(
+            "responses.csv: 'trial_type' is not the type of the row's block in the design "
+            f"({_where(responses, wrong)})"
+        )
+
+
+def _known_conditions(study: dict[str, Any]) -> set[str]:
+    known: set[str] = set()
+    clips = study.get("manifest", {}).get("clips", [])
+    for clip in clips if isinstance(clips, list) else []:
+        if isinstance(clip, dict) and isinstance(clip.get("condition"), str):
+            known.add(clip["condition"])
+    for block in _design_blocks(study).values():
+        conditions = block.get("conditions", [])
+        if isinstance(conditions, list):
+            known.update(c for c in conditions if isinstance(c, str))
+        anchors = block.get("anchors", [])
+        if isinstance(anchors, list):
+            known.update(f"anchor_{a}" for a in anchors)
+    return known
+
+
+def _check_conditions(responses: pd.DataFrame, study: dict[str, Any], problems: list[str]) -> None:
+    known = _known_conditions(study)
+    if not known:
+        return  # study.json declares no conditions (a hand-made export): nothing to check against
+    known.update(APP_CONDITIONS)
+    for column in ("condition", "condition_a", "condition_b", "preferred_condition"):
+        if column not in responses.columns:
+            continue
+        values = responses[column]
+        unknown = values.notna() & ~values.isin(sorted(known)).fillna(False).astype(bool)
+        if unknown.any():
+            names = ", ".join(repr(c) for c in values[unknown].unique()[:5])
+            problems.append(
+                f"responses.csv: '{column}' {names} is in neither the manifest nor the design "
+                f"({_where(responses, unknown)})"
+            )
+
+
+def _check_duplicates(responses: pd.DataFrame, problems: list[str]) -> None:
+    """A repeated row (or a trial answered twice) would count one answer twice."""
+    repeated = responses.duplicated(keep=False)
+    if "trial_index" in responses.columns:
+        # A trial is one row, except MUSHRA: one row per rated stimulus of the screen.
+        key = pd.DataFrame(
+            {"participant": responses["participant"], "trial": responses["trial_index"]}
+        )
+        if "stimulus_role" in responses.columns:
+            role = responses["stimulus_role"].fillna("")
+            key["stimulus"] = role + "|" + responses["condition"].fillna("").where(role != "", "")
+        has_index = responses["trial_index"].notna()
+        repeated |= has_index & key.duplicated(keep=False)
+    if repeated.any():
+        problems.append(
+            f"responses.csv: duplicated rows (the same trial more than once: "
+            f"{_where(responses, repeated)})"
+        )
+
+
+def _check_correct(responses: pd.DataFrame, problems: list[str]) -> None:
+    """``correct`` is ``answer == correct_answer`` for ABX and headphone-check rows."""
+    if not {"answer", "correct_answer"} <= set(responses.columns):
+        return
+    rows = responses["trial_type"].isin(["abx", "headphone_check"]).fillna(False).astype(bool)
+    answered = rows & responses[["answer", "correct_answer", "correct"]].notna().all(axis=1)
+    if not answered.any():
+        return
+    expected = responses["answer"] == responses["correct_answer"]
+    wrong = answered & (responses["correct"].astype("boolean") != expected).fillna(False)
+    if wrong.any():
+        problems.append(
+            "responses.csv: 'correct' contradicts 'answer' and 'correct_answer' "
+            f"({_where(responses, wrong)})"
+        )
+
+
+def _check_participant_flags(
+    responses: pd.DataFrame, study: dict[str, Any], problems: list[str]
+) -> None:
+    """Participant flags are the same on all of a participant's rows, and set when the rows show
+    a failed headphone check or P.808 qualification."""
+    person = responses["participant"]
+    for flag in PARTICIPANT_FLAGS:
+        mixed = responses.groupby(person)[flag].transform("nunique") > 1
+        if mixed.any():
+            problems.append(
+                f"responses.csv: '{flag}' differs between rows of the same participant "
+                f"({_where(responses, mixed)})"
+            )
+    flagged = responses.groupby(person)["flag_failed_screening"].transform("any").astype(bool)
+    failed = pd.Series(False, index=responses.index)
+    for block_id, block in _design_blocks(study).items():
+        if block.get("type") != "headphone_check" or "block" not in responses.columns:
+            continue
+        rows = (responses["block"] == block_id).fillna(False).astype(bool)
+        rows &= responses["trial_type"] == "headphone_check"
+        if not rows.any():
+            continue
+        # The app's rule (Woods et al.; Milne et al.): failed once more answers are wrong than
+        # the threshold allows, in any one test (method "both" runs `trials` of each); options
+        # missing from a stored design take the app's defaults (6 and 5). Rows without a
+        # headphone_method (exports made before it existed) are antiphase trials.
+        allowed = int(block.get("trials", 6)) - int(block.get("pass_threshold", 5))
+        if "headphone_method" in responses.columns:
+            test = (
+                responses.loc[rows, "headphone_method"].fillna("antiphase").replace("", "antiphase")
+            )
+        else:
+            test = pd.Series("antiphase", index=responses.index[rows])
+        wrong = (
+            (~responses.loc[rows, "correct"].fillna(True).astype(bool))
+            .groupby([person[rows], test])
+            .sum()
+        )
+        failed |= person.isin(wrong.index.get_level_values(0)[wrong.to_numpy() > allowed])
+    if "qualification_passed" in responses.columns:
+        not_passed = responses["qualification_passed"].astype("boolean") == False  # noqa: E712
+        failed |= person.isin(person[not_passed.fillna(False)])
+    unflagged = failed & ~flagged
+    if unflagged.any():
+        problems.append(
+            "responses.csv: failed the headphone check or P.808 qualification but "
+            f"'flag_failed_screening' is not set ({_where(responses, unflagged)})"
+        )
+
+
+def fixed_rows(block: dict[str, Any]) -> int | None:
+    """Rows a participant who finished ``block`` has in responses.csv, where the design alone
+    fixes it; None where it depends on the stimulus set or the type is not known here.
+
+    Mirrors the app's schedulers (study_app/trial_types) with the app's defaults for options a
+    stored design may leave out.
+
+    >>> fixed_rows({"type": "abx", "trials_per_participant": 4, "catch_trials": 2})
+    6
+    >>> fixed_rows({"type": "emotion_rating"}) is None   # one per segment of the set
+    True
+    """
+    kind = block.get("type")
+    if kind == "headphone_check":
+        trials = _count(block.get("trials", 6))
+        tests = 2 if block.get("method") == "both" else 1  # "both": `trials` of each test
+        return None if trials is None else trials * tests
+    if kind == "p808_qualification":
+        return 1
+    per = _count(block.get("trials_per_participant"))
+    if not per:
+        return None  # 0 or absent: one trial per segment of the stimulus set
+    if kind == "abx":
+        repetitions, catch = (
+            _count(block.get("repetitions", 1)),
+            _count(block.get("catch_trials", 0)),
+        )
+        return None if repetitions is None or catch is None else per * repetitions + catch
+    if kind == "emotion_rating":
+        checks = _count(block.get("attention_checks", 0))
+        return None if checks is None else per + checks
+    if kind == "fit_preference":
+        return per
+    if kind == "acr":
+        gold, traps = (
+            _count(block.get("gold_questions", 2)),
+            _count(block.get("trapping_questions", 1)),
+        )
+        return None if gold is None or traps is None else per + gold + traps
+    return None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _check_counts(responses: pd.DataFrame, study: dict[str, Any], problems: list[str]) -> None:
+    """Rows per participant against the design, participants against study.json's counts.
+
+    A participant may have fewer rows than the design gives (still running, stopped, screened
+    out) but never more; and every participant study.json counts as completed must have all
+    their rows, so an export with fewer complete participants lost rows (a file cut short).
+    """
+    person = responses["participant"]
+    people = person.unique()
+    complete = pd.Series(True, index=people)
+    # rows in the blocks with a fixed count, per participant, and how many the design gives
+    have = pd.Series(0, index=people)
+    gives = 0
+    for block_id, block in _design_blocks(study).items():
+        expected = fixed_rows(block)
+        if expected is None or "block" not in responses.columns:
+            continue
+        rows = (responses["block"] == block_id).fillna(False).astype(bool)
+        counts = person[rows].value_counts().reindex(people, fill_value=0)
+        over = counts[counts > expected]
+        if len(over):
+            extra = rows & person.isin(over.index)
+            problems.append(
+                f"responses.csv: more rows in block {block_id!r} than the design gives "
+                f"({expected} per participant; {_where(responses, extra)})"
+            )
+        complete &= counts == expected
+        have += counts
+        gives += expected
+    meta = study.get("study", {})
+    started = _count(meta.get("participants_started"))
+    completed = _count(meta.get("participants_completed"))
+    if started is None or completed is None or (started == 0 and completed == 0):
+        # Not recorded: analysis.simulate writes 0 and 0 (a study the app exports has
+        # rows only once someone started, and its counts then are not both 0).
+        return
+    if completed > started:
+        problems.append(
+            f"study.json: {completed} participants completed but only {started} started"
+        )
+    if len(people) > started:
+        problems.append(
+            f"responses.csv: {len(people)} participants, but study.json says only {started} "
+            "started (a study.json of another export?)"
+        )
+    n_complete = int(complete.sum())
+    if completed > n_complete:
+        last = person.iloc[-1]
+        detail = ""
+        if not complete[last]:
+            detail = f" with participant {last}, who has {have[last]} of the {gives} rows"
+        incomplete = [str(p) for p in people if not complete[p]]
+        listed = ", ".join(incomplete[:5]) + (
+            f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
+        )
+        problems.append(
+            f"responses.csv: study.json says {completed} participants completed, but only "
+            f"{n_complete} of the {len(people)} participants here have all their rows "
+            f"(incomplete: {listed or 'none'}); rows are missing: the file ends at line "
+            f"{len(responses) + 1}{detail} (cut short?)"
+        )
 
 
 def abx_trials(responses: pd.DataFrame) -> pd.DataFrame:
@@ -375,6 +885,31 @@ def _row_numbers(mask: pd.Series, limit: int = 5) -> str:
     numbers = [str(i + 2) for i in np.flatnonzero(mask.to_numpy())[:limit]]
     more = int(mask.sum()) - len(numbers)
     return ", ".join(numbers) + (f" and {more} more" if more > 0 else "")
+
+
+def _where(frame: pd.DataFrame, mask: pd.Series, limit: int = 5) -> str:
+    """ "lines 3, 4 and 2 more; participants P0001, P0002": where a problem is, for a person to
+    look up in the file (line numbers count the header as line 1)."""
+    people = [str(p) for p in pd.unique(frame.loc[mask, "participant"].dropna())]
+    shown = ", ".join(repr(p) if p != p.strip() else p for p in people[:limit])
+    more = f" and {len(people) - limit} more" if len(people) > limit else ""
+    return f"lines {_row_numbers(mask, limit)}; participants {shown or '(none)'}{more}"
+
+
+def _check_media_fetched(frame: pd.DataFrame, problems: list[str]) -> None:
+    """``media_fetched``: ``slot:fraction`` entries joined by ``;``, each fraction in 0..1."""
+
+    def bad(cell: str) -> bool:
+        entries = [MEDIA_ENTRY.match(entry) for entry in cell.split(";")]
+        return not all(entries) or any(float(m.group(1)) > 1 for m in entries if m)
+
+    values = frame["media_fetched"]
+    wrong = values.notna() & values.map(lambda cell: isinstance(cell, str) and bad(cell))
+    if wrong.any():
+        problems.append(
+            "responses.csv: 'media_fetched' must be slot:fraction entries separated by ';', "
+            f"each fraction 0..1 (rows {_row_numbers(wrong)}: {values[wrong].iloc[0]!r})"
+        )
 
 
 def _to_boolean(values: pd.Series, column: str, problems: list[str]) -> pd.Series:

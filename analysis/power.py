@@ -162,3 +162,45 @@ def power_grid(
         for n in participants for m in trials
     ]
     return pd.DataFrame.from_records(records)
+
+
+def simulate_glmm_power(
+    accuracy: float,
+    participants: int,
+    sources: int = 8,
+    repeats: int = 2,
+    margin: float = 0.1,
+    alpha: float = 0.05,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> dict[str, float]:
+    """Power of the report's realism verdicts, by simulating and refitting the mixed model.
+
+    The approach of R's simr (Green & MacLeod 2016, Methods Ecol Evol 7:493): draw studies from
+    the GLMM with the given truth (:class:`analysis.calibration.CalibrationDesign`; keyword
+    ``variability`` overrides its SDs, e.g. ``participant_sd=0.7``), fit each with lme4 down the
+    same ladder as the report, and count the verdicts. One condition at ``accuracy`` (of a
+    typical listener) heard by ``participants`` listeners, ``repeats`` times per source.
+    Returns the share of studies called distinguishable and called equivalent within
+    ``margin``, with the Monte Carlo standard error of a share. Slow (an R fit per study), so
+    no worked example here; see tests/analysis/test_analysis_lme4.py.
+    """
+    from analysis import lme4, realism
+    from analysis.calibration import CalibrationDesign, simulate_studies
+
+    design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
+                               abx_accuracy={"target": accuracy}, **variability)
+    abx, _ = simulate_studies(design, n_simulations, seed)
+    job, conditions = lme4.abx_job(abx, unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha)
+                          for f in fits])
+    n = len(fits)
+    share = {"distinguishable": float(verdicts["distinguishable"].mean()),
+             "equivalent": float(verdicts["equivalent"].mean())}
+    return {"power_distinguishable": share["distinguishable"],
+            "power_equivalent": share["equivalent"],
+            "mc_se": float(np.sqrt(0.25 / n)), "simulations": n,
+            "failed_fits": n_simulations - n}

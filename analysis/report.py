@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from analysis import agreement, mos, mushra, preference, realism
 from analysis.load import (
@@ -41,9 +42,10 @@ class ReportConfig:
     unit: str = "source"
     n_boot: int = 2000
     n_permutations: int = 2000
-    glmm_max_participants: int | None = 300
-    lmm_max_participants: int | None = 1000
     seed: int = 0
+    # R processes for the mixed models (the realism GLMM and the two rating LMMs run side by
+    # side). The models use every participant: no subsampling.
+    r_cores: int = 2
 
 
 def analyse(
@@ -74,21 +76,10 @@ def analyse(
 
     abx = abx_trials(excluded.kept)
     ratings = rating_trials(excluded.kept)
+    tables.update(mixed_model_tables(abx, ratings, config))
     if len(abx):
         tables["participants"] = realism.participant_accuracy(abx)
-        tables["realism_glmm"] = realism.mixed_logistic(
-            abx, config.glmm_max_participants, config.seed
-        )
     if len(ratings):
-        tables["rating_mixed_model"] = pd.concat(
-            [
-                agreement.rating_mixed_model(
-                    ratings, d, max_participants=config.lmm_max_participants, seed=config.seed
-                )
-                for d in agreement.DIMENSIONS
-            ],
-            ignore_index=True,
-        )
         tables["gems_kappa"] = agreement.gems_kappa_table(ratings, config.unit).reset_index()
         tables["fit"] = agreement.fit_ratings(ratings)
         means = (
@@ -100,6 +91,54 @@ def analyse(
     if objective is not None and len(objective):
         tables["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
     tables.update(new_trial_type_tables(excluded.kept, export.responses))
+    tables["verdicts"] = verdict_table(tables, config)
+    return tables
+
+
+def mixed_model_tables(
+    abx: pd.DataFrame, ratings: pd.DataFrame, config: ReportConfig
+) -> dict[str, pd.DataFrame]:
+    """The realism GLMM and the rating LMMs (lme4, all participants), in one R run.
+
+    ``realism_glmm``: the verdicts per condition (:func:`analysis.realism.glmm_verdicts`);
+    ``rating_mixed_model``: shifts against the reference per dimension
+    (:func:`analysis.agreement.rating_shifts`), Holm across conditions within a dimension.
+    """
+    from analysis import lme4
+
+    jobs, labels = [], []
+    if len(abx):
+        job, conditions = lme4.abx_job(abx, unit=config.unit)
+        job_answers = len(abx)
+        jobs.append(job)
+        labels.append(("abx", conditions, None))
+    if len(ratings):
+        for dimension in agreement.DIMENSIONS:
+            job, conditions = lme4.rating_job(ratings, dimension, unit=config.unit,
+                                              reference=agreement.REFERENCE)
+            jobs.append(job)
+            labels.append(("rating", conditions, dimension))
+    if not jobs:
+        return {}
+    results = lme4.run_jobs(jobs, cores=config.r_cores)
+    tables: dict[str, pd.DataFrame] = {}
+    shifts = []
+    for (kind, conditions, dimension), result in zip(labels, results, strict=True):
+        fit = result[None]
+        if kind == "abx":
+            if fit is None:
+                raise RuntimeError("no random-effect structure of the realism GLMM could be fitted")
+            fit.extra["answers"] = job_answers
+            tables["realism_glmm"] = realism.glmm_verdicts(
+                fit, conditions, config.unit, config.equivalence_margin, config.alpha
+            )
+        else:
+            table = agreement.rating_shifts(fit, conditions, dimension, config.unit)
+            table.insert(table.columns.get_loc("pval") + 1, "pval_holm",
+                         multipletests(table["pval"], method="holm")[1])
+            shifts.append(table)
+    if shifts:
+        tables["rating_mixed_model"] = pd.concat(shifts, ignore_index=True)
     return tables
 
 
@@ -276,11 +315,22 @@ def p808_qualification_tables(responses: pd.DataFrame) -> dict[str, pd.DataFrame
 def objective_vs_listeners(
     objective: pd.DataFrame, abx: pd.DataFrame, ratings: pd.DataFrame
 ) -> pd.DataFrame:
-    """How well each objective metric predicts listeners, clip by clip (Spearman's rho).
+    """How well each objective metric or cue predicts listeners, clip by clip (Spearman's rho).
 
-    Listener outcomes per generated clip (segment x condition): ABX accuracy, and the distance
-    in (valence, arousal) between its mean rating and the reference clip's mean rating.
-    ``objective`` is the per-clip table written by ``python -m analysis objective``.
+    Listener outcomes per generated clip (segment x condition), each against the reference clip
+    of its segment: ABX accuracy; ``rating_distance``, the distance in (valence, arousal) between
+    the mean ratings; ``valence_diff`` and ``arousal_diff``, the signed differences of the mean
+    ratings (generated minus reference); ``tension_diff``, the difference in the share of
+    ratings choosing the GEMS word "tension" (Zentner, Grandjean & Scherer 2008). The cue
+    columns of ``python -m analysis objective`` are signed the same way (generated minus
+    reference), so a positive rho says a clip that is e.g. faster than its reference is also
+    heard as more aroused than it (Juslin & Laukka 2003).
+
+    One row per metric x outcome: ``clips``, ``spearman``, ``pval`` over all conditions'
+    clips, then ``spearman_<condition>``, ``pval_<condition>`` and ``clips_<condition>`` within
+    each condition (a condition's clips share a generator, so pooled and within-condition
+    correlations can differ in sign: Simpson's paradox). Spearman needs 3 clips and two
+    distinct values in each column, else NaN.
     """
     keys = ["segment", "condition"]
     listeners = pd.DataFrame()
@@ -288,49 +338,70 @@ def objective_vs_listeners(
         listeners = abx.groupby(keys, observed=True)["correct"].mean().rename("abx_accuracy")
         listeners = listeners.to_frame()
     if len(ratings):
-        means = ratings.groupby(keys, observed=True)[list(agreement.DIMENSIONS)].mean()
+        frame = ratings.copy()
+        dimensions = list(agreement.DIMENSIONS)
+        if "gems" in frame:
+            # an empty GEMS cell is an answer (no word chosen), so it counts as "not tension"
+            words = frame["gems"].fillna("").astype(str).str.split(";")
+            frame["tension"] = words.map(lambda chosen: float("tension" in chosen))
+            dimensions.append("tension")
+        means = frame.groupby(keys, observed=True)[dimensions].mean()
         means = means.astype(float).reset_index()
         reference = means[means["condition"] == agreement.REFERENCE].set_index("segment")
         generated = means[means["condition"] != agreement.REFERENCE]
         delta = (
-            generated[list(agreement.DIMENSIONS)].to_numpy()
-            - reference.reindex(generated["segment"])[list(agreement.DIMENSIONS)].to_numpy()
+            generated[dimensions].to_numpy()
+            - reference.reindex(generated["segment"])[dimensions].to_numpy()
         )
-        distance = pd.Series(
-            np.sqrt((delta**2).sum(axis=1)),
-            index=pd.MultiIndex.from_frame(generated[keys]),
-            name="rating_distance",
+        index = pd.MultiIndex.from_frame(generated[keys])
+        outcomes = pd.DataFrame(
+            {f"{name}_diff": delta[:, i] for i, name in enumerate(dimensions)}, index=index
         )
-        listeners = listeners.join(distance, how="outer") if len(listeners) else distance.to_frame()
+        outcomes.insert(
+            0,
+            "rating_distance",
+            np.sqrt((delta[:, : len(agreement.DIMENSIONS)] ** 2).sum(axis=1)),
+        )
+        listeners = listeners.join(outcomes, how="outer") if len(listeners) else outcomes
     objective = objective.copy()
     objective[keys] = objective[keys].astype(str)
     listeners = listeners.reset_index()
     listeners[keys] = listeners[keys].astype(str)
+    outcome_names = [c for c in listeners.columns if c not in keys]
     merged = objective.merge(listeners, on=keys, how="inner")
-    metrics = [c for c in objective.select_dtypes("number").columns if c not in keys]
+    metrics = [
+        c for c in objective.select_dtypes("number").columns
+        if c not in keys and c not in outcome_names
+    ]
+    conditions = sorted(merged["condition"].unique())
+
+    def spearman(part: pd.DataFrame, metric: str, outcome: str) -> tuple[int, float, float]:
+        pair = part[[metric, outcome]].dropna()
+        if len(pair) >= 3 and pair[metric].nunique() > 1 and pair[outcome].nunique() > 1:
+            rho, pval = stats.spearmanr(pair[metric], pair[outcome])
+            return len(pair), float(rho), float(pval)
+        return len(pair), math.nan, math.nan
+
     records = []
     for metric in metrics:
-        for outcome in ("abx_accuracy", "rating_distance"):
-            if outcome not in merged:
-                continue
-            pair = merged[[metric, outcome]].dropna()
-            rho, pval = (
-                stats.spearmanr(pair[metric], pair[outcome])
-                if len(pair) >= 3 and pair[metric].nunique() > 1 and pair[outcome].nunique() > 1
-                else (np.nan, np.nan)
-            )
-            records.append(
-                {
-                    "metric": metric,
-                    "outcome": outcome,
-                    "clips": len(pair),
-                    "spearman": float(rho),
-                    "pval": float(pval),
-                }
-            )
-    return pd.DataFrame.from_records(
-        records, columns=["metric", "outcome", "clips", "spearman", "pval"]
-    )
+        for outcome in outcome_names:
+            clips, rho, pval = spearman(merged, metric, outcome)
+            record: dict[str, Any] = {
+                "metric": metric, "outcome": outcome, "clips": clips, "spearman": rho,
+                "pval": pval,
+            }
+            for condition in conditions:
+                n, rho_c, pval_c = spearman(
+                    merged[merged["condition"] == condition], metric, outcome
+                )
+                record[f"spearman_{condition}"] = rho_c
+                record[f"pval_{condition}"] = pval_c
+                record[f"clips_{condition}"] = n
+            records.append(record)
+    columns = ["metric", "outcome", "clips", "spearman", "pval"] + [
+        f"{name}_{condition}" for condition in conditions for name in ("spearman", "pval", "clips")
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def write_report(
@@ -396,19 +467,11 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
     from plotly.subplots import make_subplots
 
     figures = []
-    if "realism" in tables:
-        table = tables["realism"]
+    if "realism_glmm" in tables:
+        table = tables["realism_glmm"]
         figure = go.Figure(
-            go.Bar(
-                x=table["condition"],
-                y=table["accuracy"],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": table["cp_high"] - table["accuracy"],
-                    "arrayminus": table["accuracy"] - table["cp_low"],
-                },
-            )
+            go.Bar(x=table["condition"], y=table["accuracy"],
+                   error_y=_error_bars(table, "accuracy"))
         )
         margin = config.equivalence_margin
         figure.add_hrect(
@@ -416,7 +479,8 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
         )
         figure.add_hline(y=0.5, line_dash="dash")
         figure.update_layout(
-            title="ABX accuracy per condition (95% Clopper-Pearson; shaded: equivalence margin)",
+            title="ABX accuracy of a typical listener (mixed model, 95% Wald CI; shaded: "
+            "equivalence margin)",
             yaxis_range=[0, 1],
             yaxis_title="accuracy",
         )
@@ -542,12 +606,15 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
 
 TABLE_TITLES = {
     "exclusions": "Exclusions",
-    "realism": "Realism (ABX), after exclusions",
-    "realism_no_exclusions": "Realism (ABX), no exclusions",
-    "realism_glmm": "Realism: logistic mixed model (participant and source random intercepts)",
+    "verdicts": "Verdicts",
+    "realism_glmm": "Realism verdicts: logistic mixed model (lme4, all participants)",
+    "realism": "Realism (ABX), pooled answers: descriptive only (answers treated as "
+    "independent), after exclusions",
+    "realism_no_exclusions": "Realism (ABX), pooled answers, descriptive, no exclusions",
     "agreement": "Semantic agreement with the reference, after exclusions",
     "agreement_no_exclusions": "Semantic agreement, no exclusions",
-    "rating_mixed_model": "Ratings: linear mixed model, contrasts against reference",
+    "rating_mixed_model": "Rating shifts against the reference: linear mixed model with "
+    "listeners and stimuli as random effects (lme4 + lmerTest)",
     "gems_kappa": "GEMS words: Cohen's kappa with the reference per word",
     "fit": "Fit to video",
     "objective_vs_listeners": "Objective metrics vs listeners (Spearman per clip)",
@@ -574,29 +641,247 @@ TABLE_TITLES = {
 }
 
 
+# Columns shown in the HTML (all columns are in tables/*.csv and report.json). Tables not
+# listed here are shown in slices of at most MAX_COLUMNS columns.
+DISPLAY_COLUMNS = {
+    "realism_glmm": ["condition", "accuracy", "ci_low", "ci_high", "dprime", "dprime_low",
+                     "dprime_high", "pval_holm", "tost_pval_holm", "marginal_accuracy"],
+    "realism": ["condition", "n", "participants", "accuracy", "cp_low", "cp_high", "pval_holm",
+                "tost_pval_holm", "dprime", "share_above_chance"],
+    "realism_no_exclusions": ["condition", "n", "participants", "accuracy", "cp_low", "cp_high",
+                              "pval_holm", "tost_pval_holm", "dprime"],
+    "rating_mixed_model": ["dimension", "condition", "coef", "ci_low", "ci_high", "df", "pval",
+                           "pval_holm", "participants", "units"],
+    "agreement": ["condition", "dimension", "units", "mean_diff", "pearson", "ccc", "icc2",
+                  "alpha_interval", "gems_jaccard", "perm_pval_holm"],
+    "agreement_no_exclusions": ["condition", "dimension", "units", "mean_diff", "pearson",
+                                "ccc", "icc2", "perm_pval_holm"],
+}
+MAX_COLUMNS = 10
+MAX_ROWS = 60
+COLUMN_LEGEND = {
+    "condition": "generated condition",
+    "dimension": "rating scale (valence or arousal, 1-9)",
+    "accuracy": "proportion of correct ABX answers (mixed model: of a typical listener on a "
+    "typical stimulus)",
+    "ci_low": "lower end of the 95% interval",
+    "ci_high": "upper end of the 95% interval",
+    "dprime": "ABX sensitivity d' (differencing model) implied by the accuracy",
+    "dprime_low": "d' at the lower end of the accuracy interval",
+    "dprime_high": "d' at the upper end of the accuracy interval",
+    "pval": "p-value of the test (see the table's title)",
+    "pval_holm": "p-value, Holm-corrected across conditions (realism: one-sided, accuracy > "
+    "0.5; ratings: two-sided, shift = 0, within a dimension)",
+    "tost_pval_holm": "equivalence (TOST) p-value that accuracy lies within 0.5 +- margin, "
+    "Holm-corrected",
+    "marginal_accuracy": "population-average accuracy over listeners and stimuli (point "
+    "estimate; closer to 0.5 than a typical listener's)",
+    "n": "answers",
+    "participants": "listeners in the analysis",
+    "units": "stimulus units (sources or segments)",
+    "cp_low": "exact Clopper-Pearson 95% interval, lower end (pooled answers)",
+    "cp_high": "exact Clopper-Pearson 95% interval, upper end (pooled answers)",
+    "share_above_chance": "share of listeners individually above chance (one-sided exact test)",
+    "coef": "shift of the condition's mean rating from the reference (scale points)",
+    "df": "degrees of freedom of the t test (ratings: Satterthwaite, lmerTest; realism: "
+    "Welch-Satterthwaite approximation from the variance components)",
+    "mean_diff": "mean over units of (condition - reference) unit means",
+    "pearson": "Pearson correlation of unit means with the reference's",
+    "ccc": "Lin's concordance correlation with the reference",
+    "icc2": "ICC(2,1), absolute agreement with the reference",
+    "alpha_interval": "Krippendorff's alpha (interval)",
+    "gems_jaccard": "mean Jaccard index of the characteristic GEMS words",
+    "perm_pval_holm": "permutation p-value, condition carries the reference's emotion better "
+    "than the mismatched control (Holm)",
+    "rule": "exclusion rule (export flag)",
+    "reason": "what the rule means",
+    "level": "participant: all their rows go; row: only that answer goes",
+    "rows": "rows the rule removes on its own (rules overlap; 'any' is the union)",
+}
+
+
+def verdict_table(tables: dict[str, pd.DataFrame], config: ReportConfig) -> pd.DataFrame:
+    """One plain sentence per condition and question, from the mixed models.
+
+    Realism: "distinguishable" (one-sided Wald test of the GLMM logit > 0, Holm) and
+    "equivalent within +-margin" (Wald TOST on the GLMM, Holm). Ratings: a shift against
+    the reference (Satterthwaite t, Holm within a dimension). Semantic agreement: the
+    permutation test against the mismatched control, when the study has one.
+    """
+    margin = config.equivalence_margin
+    records = []
+    glmm = tables.get("realism_glmm")
+    if glmm is not None:
+        for row in glmm.itertuples():
+            numbers = (f"accuracy {row.accuracy:.2f}, 95 % CI {row.ci_low:.2f}-{row.ci_high:.2f}; "
+                       f"d' {row.dprime:.2f} ({row.dprime_low:.2f} to {row.dprime_high:.2f})")
+            if row.distinguishable and row.equivalent:
+                text = (f"listeners could tell it from the real recording, but only slightly "
+                        f"({numbers}; above chance, Holm p {_p(row.pval_holm)}, yet within "
+                        f"+/-{margin:.2f} of chance)")
+            elif row.distinguishable:
+                text = (f"listeners could tell it from the real recording ({numbers}; Holm "
+                        f"p {_p(row.pval_holm)})")
+            elif row.equivalent:
+                text = (f"listeners could not tell it from the real recording ({numbers}; "
+                        f"equivalent within +/-{margin:.2f}, Holm TOST p "
+                        f"{_p(row.tost_pval_holm)})")
+            else:
+                text = (f"inconclusive: neither shown distinguishable from the real recording "
+                        f"nor shown equivalent within +/-{margin:.2f} ({numbers})")
+            records.append({"question": "realism (ABX)", "condition": row.condition,
+                            "verdict": f"{row.condition}: {text}."})
+    shifts = tables.get("rating_mixed_model")
+    if shifts is not None:
+        for row in shifts.itertuples():
+            numbers = (f"{row.coef:+.2f} points, 95 % CI {row.ci_low:+.2f} to "
+                       f"{row.ci_high:+.2f}")
+            if row.pval_holm < config.alpha:
+                direction = "higher" if row.coef > 0 else "lower"
+                text = (f"rated {direction} in {row.dimension} than the reference ({numbers}; "
+                        f"Holm p {_p(row.pval_holm)})")
+            else:
+                text = f"no shift in {row.dimension} shown against the reference ({numbers})"
+            records.append({"question": f"rating shift ({row.dimension})",
+                            "condition": row.condition, "verdict": f"{row.condition}: {text}."})
+    agree = tables.get("agreement")
+    if agree is not None and "perm_pval_holm" in agree:
+        tested = agree.drop_duplicates("condition").dropna(subset=["perm_pval_holm"])
+        for row in tested.itertuples():
+            if row.perm_pval_holm < config.alpha:
+                text = ("carries the emotion of the real recording better than music of another "
+                        "performance")
+            else:
+                text = ("not shown to carry the emotion of the real recording better than music "
+                        "of another performance")
+            records.append({"question": "semantic agreement", "condition": row.condition,
+                            "verdict": f"{row.condition}: {text} (permutation test, Holm p "
+                                       f"{_p(row.perm_pval_holm)}, {row.units} units)."})
+    return pd.DataFrame.from_records(records, columns=["question", "condition", "verdict"])
+
+
+def sample_sizes(export: Export, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Sentences: enrolled (study.json), in the export, analysed, and each exclusion rule.
+
+    The exclusion rules are read from the exclusions table, so rules added to
+    :mod:`analysis.load` appear here without a change.
+    """
+    study = export.study.get("study", {})
+    in_export = export.responses["participant"].nunique()
+    lines = []
+    started, completed = study.get("participants_started"), study.get("participants_completed")
+    if started is not None or completed is not None:
+        lines.append(f"Enrolled (study.json): {started} started, {completed} completed.")
+    lines.append(f"In the export: {in_export} participants, {len(export.responses)} rows.")
+    glmm = tables.get("realism_glmm")
+    if glmm is not None and len(glmm):
+        lines.append(f"Analysed in the realism model: {int(glmm['participants'].iloc[0])} "
+                     f"participants, {int(glmm['answers'].iloc[0])} ABX answers, "
+                     f"{int(glmm['units'].iloc[0])} stimulus units.")
+    shifts = tables.get("rating_mixed_model")
+    if shifts is not None and len(shifts):
+        lines.append(f"Analysed in the rating models: {int(shifts['participants'].iloc[0])} "
+                     f"participants, {int(shifts['units'].iloc[0])} stimulus units.")
+    exclusions = tables.get("exclusions")
+    if exclusions is not None:
+        parts = [f"{row.rule} ({row.reason}): {row.participants} participants, {row.rows} rows"
+                 for row in exclusions.itertuples()]
+        lines.append("Exclusions: " + "; ".join(parts) + ".")
+    return lines
+
+
+def model_descriptions(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Fitted formulas, how they were fitted, and why that random-effect structure."""
+    lines = []
+    glmm = tables.get("realism_glmm")
+    if glmm is not None and len(glmm):
+        row = glmm.iloc[0]
+        lines.append(
+            f"Realism: <code>{html.escape(row['formula'])}</code>, binomial (logit), Laplace "
+            "maximum likelihood (lme4::glmer), all participants; intervals and tests are Wald "
+            "on the logit scale with t quantiles on approximate (Welch-Satterthwaite) degrees "
+            f"of freedom (here {row['df']:.0f}), the interval transformed to accuracy and d'. "
+            "Random-effect "
+            f"structure: {html.escape(row['model'])}. Why: {html.escape(row['model_choice'])}."
+        )
+    shifts = tables.get("rating_mixed_model")
+    if shifts is not None and len(shifts):
+        for _, row in shifts.drop_duplicates("dimension").iterrows():
+            lines.append(
+                f"Ratings ({html.escape(row['dimension'])}): <code>"
+                f"{html.escape(row['formula'])}</code>, {row['estimation']} (lme4::lmer), "
+                "treatment contrasts against the reference; t tests with Satterthwaite df "
+                f"(lmerTest). Random-effect structure: {html.escape(row['model'])}. Why: "
+                f"{html.escape(row['model_choice'])}."
+            )
+    return lines
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+def _table_html(name: str, table: pd.DataFrame) -> str:
+    """A table that fits the page: chosen columns (or slices of MAX_COLUMNS), then a legend."""
+    shown = [c for c in DISPLAY_COLUMNS.get(name, []) if c in table]
+    frames = [table[shown]] if shown else []
+    if not shown:
+        keys = [c for c in table.columns[:2] if table[c].dtype == object
+                or str(table[c].dtype) == "string"][:1]
+        rest = [c for c in table.columns if c not in keys]
+        step = MAX_COLUMNS - len(keys)
+        frames = [table[keys + rest[i:i + step]] for i in range(0, max(len(rest), 1), step)]
+    parts = []
+    for frame in frames:
+        body = frame.head(MAX_ROWS)
+        parts.append(body.to_html(index=False, float_format=_format_number, na_rep=""))
+    if len(table) > MAX_ROWS:
+        parts.append(f"<p class='note'>First {MAX_ROWS} of {len(table)} rows; all in "
+                     f"tables/{html.escape(name)}.csv.</p>")
+    if shown and len(shown) < len(table.columns):
+        parts.append(f"<p class='note'>{len(table.columns) - len(shown)} more columns in "
+                     f"tables/{html.escape(name)}.csv.</p>")
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    legend = [f"<b>{html.escape(str(c))}</b>: {html.escape(COLUMN_LEGEND[c])}"
+              for c in columns if c in COLUMN_LEGEND]
+    unknown = [str(c) for c in columns if c not in COLUMN_LEGEND]
+    if unknown:
+        legend.append(f"{html.escape(', '.join(unknown))}: see docs/analysis.md")
+    parts.append("<p class='legend'>" + "; ".join(legend) + "</p>")
+    return "\n".join(parts)
+
+
 def _html(export: Export, tables: dict[str, pd.DataFrame], config: ReportConfig) -> str:
     title = html.escape(str(export.study.get("study", {}).get("title", "SightSound study")))
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{title}: report</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
-        "padding:2px 6px;text-align:right}</style></head><body>",
+        "table{border-collapse:collapse;font-size:12px;margin-top:6px}td,th{border:1px solid "
+        "#ccc;padding:2px 6px;text-align:right}.legend,.note{font-size:11px;color:#444}"
+        "li{margin:4px 0}</style></head><body>",
         f"<h1>{title}</h1>",
-        f"<p>{len(export.responses)} responses from "
-        f"{export.responses['participant'].nunique()} participants. Equivalence margin "
-        f"&plusmn;{config.equivalence_margin}; alpha {config.alpha}; Holm correction across "
-        f"conditions; seed {config.seed}.</p>",
+        "<h2>Verdicts</h2><ul>",
     ]
+    verdicts = tables.get("verdicts")
+    if verdicts is not None:
+        parts.extend(f"<li>{html.escape(v)}</li>" for v in verdicts["verdict"])
+    parts.append("</ul><p>Equivalence margin &plusmn;" f"{config.equivalence_margin}; alpha "
+                 f"{config.alpha}; Holm correction across conditions; seed {config.seed}.</p>")
+    parts.append("<h2>Who was analysed</h2><ul>")
+    parts.extend(f"<li>{html.escape(line)}</li>" for line in sample_sizes(export, tables))
+    parts.append("</ul><h2>Models fitted</h2><ul>")
+    parts.extend(f"<li>{line}</li>" for line in model_descriptions(tables))
+    parts.append("</ul>")
     for index, (name, figure) in enumerate(_figures(tables, config)):
         parts.append(f"<h2>{html.escape(name)}</h2>")
         # plotly.js is inlined once, with the first figure, so the file works offline.
         parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
     for name, table in tables.items():
-        if name in ("participants", "unit_means"):
+        if name in ("participants", "unit_means", "verdicts"):
             continue
         parts.append(f"<h2>{html.escape(TABLE_TITLES.get(name, name))}</h2>")
-        parts.append(table.to_html(index=False, float_format=_format_number, na_rep=""))
+        parts.append(_table_html(name, table))
     parts.append("</body></html>")
     return "\n".join(parts)
 

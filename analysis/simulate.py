@@ -294,6 +294,7 @@ def simulate_export(
         rating_trials,
         source_emotion,
         extra_blocks=blocks,
+        participants=participants,
     )
     (out / "study.json").write_text(json.dumps(study, indent=2), encoding="utf-8")
     return out / "responses.csv", out / "study.json"
@@ -635,6 +636,7 @@ def _study_json(
     rating_trials,
     source_emotion,
     extra_blocks: list[dict] | None = None,
+    participants: int = 0,
 ) -> dict:
     clips = []
     extra_blocks = extra_blocks or []
@@ -710,8 +712,9 @@ def _study_json(
             "created_at": "2026-11-25T09:00:00Z",
             "exported_at": "2026-11-26T09:00:00Z",
             "app_version": "0.1.0",
-            "participants_started": 0,
-            "participants_completed": 0,
+            # Every simulated participant starts and finishes (the careless ones included).
+            "participants_started": participants,
+            "participants_completed": participants,
         },
         "design": design,
         "manifest": manifest,

@@ -6,10 +6,13 @@ package's objective metrics (`analysis.objective`), so the report can set listen
 beside them:
 
 - `tempo_error`: relative tempo error, octave errors forgiven (`estimate_tempo`, `tempo_error`);
-- `chroma_similarity`: cosine similarity of mean chroma vectors;
+- `chroma_similarity`: cosine similarity of mean constant-Q chroma vectors (librosa);
 - `logmel_distance`: RMS difference (dB) of mean log-mel spectra (the spectral distance);
+- the emotion cues as differences from the reference (`analysis.objective.cue_differences`:
+  tempo, key agreement, mode, dynamic range, onset rate, brightness, pitch-class distance);
 - `frechet_distance`: per condition, between the Gaussians of its clips' and the reference clips'
-  embeddings (`mel_statistics`, the analysis package's default embedding).
+  embeddings (`mel_statistics`, the analysis package's default embedding), with a bootstrap
+  interval and the sample sizes (`frechet_summary`; small sets bias it upwards).
 
 Writes `comparison_clips.csv` (one row per clip), `comparison.csv` (one row per condition: clip
 count, mean and SD of each metric, the Frechet distance) and `comparison.json` (both tables).
@@ -25,7 +28,20 @@ import math
 import pathlib
 from typing import Any
 
-CLIP_METRICS = ("tempo_error", "chroma_similarity", "logmel_distance")
+CLIP_METRICS = (
+    "tempo_error",
+    "chroma_similarity",
+    "logmel_distance",
+    "tempo_log2_ratio",
+    "key_agreement",
+    "mode_agreement",
+    "mode_strength_diff",
+    "loudness_diff",
+    "dynamic_range_diff",
+    "onset_rate_log2_ratio",
+    "centroid_log2_ratio",
+    "pitch_class_distance",
+)
 
 
 class ComparisonError(ValueError):
@@ -73,29 +89,31 @@ def compare_conditions(
 
     rows: list[dict[str, Any]] = []
     embeddings: dict[str, list[Any]] = {name: [] for name in [*conditions, "reference"]}
-    reference_audio: dict[str, tuple[Any, int, float]] = {}
+    reference_audio: dict[str, tuple[Any, int, dict[str, Any]]] = {}
     for segment, reference in sorted(references.items()):
         audio, rate = objective.read_wav(set_folder / reference["path"])
-        reference_audio[segment] = (audio, rate, objective.estimate_tempo(audio, rate))
+        reference_audio[segment] = (audio, rate, objective.emotion_cues(audio, rate))
         embeddings["reference"].append(objective.mel_statistics(audio, rate))
     for clip in sorted(clips, key=lambda c: (c["condition"], c["id"])):
         if clip["condition"] not in conditions or clip["segment"] not in reference_audio:
             continue
-        ref_audio, ref_rate, ref_tempo = reference_audio[clip["segment"]]
+        ref_audio, ref_rate, ref_cues = reference_audio[clip["segment"]]
         audio, rate = objective.read_wav(set_folder / clip["path"])
         if rate != ref_rate:
             raise ComparisonError(f"clip {clip['id']}: {rate} Hz, its reference {ref_rate} Hz")
-        tempo = objective.estimate_tempo(audio, rate)
+        cues = objective.emotion_cues(audio, rate)
         rows.append(
             {
                 "clip": clip["id"],
                 "segment": clip["segment"],
                 "condition": clip["condition"],
-                "tempo_reference": ref_tempo,
-                "tempo": tempo,
-                "tempo_error": objective.tempo_error(tempo, ref_tempo),
+                "tempo_reference": ref_cues["tempo"],
+                "tempo": cues["tempo"],
+                "tempo_error": objective.tempo_error(cues["tempo"], ref_cues["tempo"]),
                 "chroma_similarity": objective.chroma_similarity(audio, ref_audio, rate),
                 "logmel_distance": objective.logmel_distance(audio, ref_audio, rate),
+                "loudness_diff": cues["loudness"] - ref_cues["loudness"],
+                **objective.cue_differences(cues, ref_cues),
             }
         )
         embeddings[clip["condition"]].append(objective.mel_statistics(audio, rate))
@@ -111,15 +129,15 @@ def compare_conditions(
             finite = values[np.isfinite(values)]
             entry[f"{metric}_mean"] = _clean(finite.mean()) if finite.size else None
             entry[f"{metric}_sd"] = _clean(finite.std(ddof=1)) if finite.size > 1 else None
-        entry["frechet_distance"] = (
-            _clean(
-                objective.frechet_distance(
-                    np.array(embeddings[name]), np.array(embeddings["reference"])
-                )
-            )
+        frechet = (
+            objective.frechet_summary(embeddings[name], embeddings["reference"])
             if embeddings[name]
-            else None
+            else {}
         )
+        entry["frechet_distance"] = _clean(frechet.get("frechet_distance", math.nan))
+        entry["frechet_ci_low"] = _clean(frechet.get("frechet_ci_low", math.nan))
+        entry["frechet_ci_high"] = _clean(frechet.get("frechet_ci_high", math.nan))
+        entry["frechet_bias_warning"] = frechet.get("frechet_bias_warning")
         summary.append(entry)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -137,8 +155,9 @@ def compare_conditions(
             "chroma_similarity": "cosine similarity of mean chroma (1 = same pitch classes)",
             "logmel_distance": "RMS difference of mean log-mel spectra in dB (lower is closer)",
             "frechet_distance": "Frechet distance of mel-statistics embeddings to the "
-            "references' (lower is closer)",
+            "references' (lower is closer), with a bootstrap 95% interval",
         },
+        "frechet_caveat": objective.FRECHET_CAVEAT,
         "summary": summary,
         "clips": [{key: _json_number(value) for key, value in row.items()} for row in rows],
     }

@@ -11,14 +11,13 @@ axe-core is vendored (tests/vendor/axe-core, see its README): no npm at test tim
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
+from browser import chromium_browser, serving
 from flow import current, valid_answer
 from sqlalchemy import select
-from test_browser_e2e import CHROMIUM, CHROMIUM_ARGS, no_horizontal_scroll, trial_type
-from werkzeug.serving import make_server
+from test_browser_e2e import no_horizontal_scroll, trial_type
 
 from study_app.design import read_design_file
 from study_app.extensions import db
@@ -81,23 +80,14 @@ def database(tmp_path):
 @pytest.fixture
 def live_server(app, make_study):
     make_study(DESIGN)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
 def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make test does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 class Audit:

@@ -4,7 +4,8 @@ completes it; the dashboard shows the completion without a reload. Headless Chro
 from __future__ import annotations
 
 import pytest
-from test_browser_e2e import CHROMIUM, CHROMIUM_ARGS, RECORD_ENDED, live_server, play_to_end
+from browser import chromium_browser
+from test_browser_e2e import RECORD_ENDED, live_server, play_to_end
 
 from study_app.extensions import db
 from study_app.models import Researcher
@@ -15,12 +16,8 @@ __all__ = ["live_server"]  # the fixture, imported for this module's tests
 
 @pytest.fixture
 def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 def take_abx_trial(page) -> None:

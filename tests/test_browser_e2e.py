@@ -10,12 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import random
-import threading
-from pathlib import Path
 
 import pytest
+from browser import chromium_browser, serving
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from study_app.export import responses_csv
 from study_app.extensions import db
@@ -23,17 +21,6 @@ from study_app.models import Study
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # Record every media element's `ended` event (it does not bubble, so listen while capturing).
 RECORD_ENDED = """
 window.__ended = [];
@@ -43,21 +30,13 @@ document.addEventListener('ended', e => window.__ended.push(e.target.id), true);
 
 @pytest.fixture
 def live_server(app, demo_study):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
 def browser_page():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make test does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         context = browser.new_context(
             viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True
         )
@@ -65,7 +44,6 @@ def browser_page():
         page = context.new_page()
         page.set_default_timeout(30_000)
         yield page
-        browser.close()
 
 
 def no_horizontal_scroll(page) -> bool:

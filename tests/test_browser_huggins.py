@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
-from pathlib import Path
 
 import pytest
 import yaml
+from browser import chromium_browser, serving
 from sqlalchemy import select
-from test_browser_e2e import CHROMIUM, CHROMIUM_ARGS, RECORD_ENDED, play_to_end, trial_type
-from werkzeug.serving import make_server
+from test_browser_e2e import RECORD_ENDED, play_to_end, trial_type
 
 from study_app.export import responses_csv
 from study_app.extensions import db
@@ -110,23 +108,14 @@ def live_server(app, make_study, tmp_path):
     design = tmp_path / "huggins.yaml"
     design.write_text(yaml.safe_dump(DESIGN))
     make_study(design)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make test does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 def take_screen(browser, url: str, mix: str) -> tuple[list[list[float]], str]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from browser import chromium_browser, serving
 from sqlalchemy import select
-from test_browser_e2e import CHROMIUM, CHROMIUM_ARGS, no_horizontal_scroll, trial_type
-from werkzeug.serving import make_server
+from test_browser_e2e import no_horizontal_scroll, trial_type
 
 from study_app.export import responses_csv
 from study_app.extensions import db
@@ -62,23 +61,15 @@ def database(tmp_path):
 @pytest.fixture
 def live_server(app, make_study):
     make_study(DESIGN)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(params=sorted(VIEWPORTS))
 def sized_page(request):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (make test does it)")
-    from playwright.sync_api import sync_playwright
-
     width, height = VIEWPORTS[request.param]
     phone = request.param == "phone"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         context = browser.new_context(
             viewport={"width": width, "height": height},
             is_mobile=phone,
@@ -93,7 +84,6 @@ def sized_page(request):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         yield request.param, page
-        browser.close()
         assert errors == [], errors
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from pathlib import Path
 
 import pytest
+from browser import serving
 from sqlalchemy import select
 from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
     browser_page,
@@ -18,7 +18,6 @@ from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
     trial_type,
 )
 from test_browser_mushra import STATE, drag_loop
-from werkzeug.serving import make_server
 
 from study_app.export import responses_csv
 from study_app.extensions import db
@@ -53,11 +52,8 @@ def database(tmp_path):
 @pytest.fixture
 def live_server(app, make_study):
     make_study(DESIGN)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 def _mushra_screen(page, screen: int) -> dict:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from pathlib import Path
 
 import pytest
+from browser import serving
 from sqlalchemy import select
 from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
     browser_page,
@@ -19,7 +19,6 @@ from test_browser_e2e import (  # noqa: F401 - browser_page is a fixture
     play_to_end,
     trial_type,
 )
-from werkzeug.serving import make_server
 
 from study_app.export import responses_csv
 from study_app.extensions import db
@@ -53,11 +52,8 @@ def database(tmp_path):
 
 @pytest.fixture
 def serve(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 def _join(page, base: str, entry: str) -> None:

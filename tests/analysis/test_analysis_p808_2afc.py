@@ -428,7 +428,7 @@ def test_an_old_export_without_the_new_columns_still_reports(tmp_path):
     )
     header = responses.read_text(encoding="utf-8").splitlines()[0].split(",")
     assert not {"acr_rating", "acr_item", "condition_a", "qualification_passed"} & set(header)
-    config = ReportConfig(n_boot=50, n_permutations=50, glmm_max_participants=12)
+    config = ReportConfig(n_boot=50, n_permutations=50)
     summary = report_from_files(responses, study, tmp_path / "report", config)
     assert "realism" in summary["tables"] and "agreement" in summary["tables"]
     assert not set(NEW_TABLES) & set(summary["tables"])

@@ -21,8 +21,8 @@ def test_condition_at_chance_is_not_distinguishable_and_is_equivalent(simulated_
     assert row["cp_low"] < 0.5 < row["cp_high"]
     assert row["wilson_low"] < 0.5 < row["wilson_high"]
     assert abs(row["dprime"]) < 0.6
-    # Within +-0.1 of chance: the exact TOST says so.
-    assert row["equivalent"]
+    # Within +-0.1 of chance: the exact (pooled, descriptive) TOST says so.
+    assert row["pooled_equivalent"]
     assert row["share_above_chance"] < 0.15
 
 
@@ -31,7 +31,7 @@ def test_distinguishable_condition_is_detected(simulated_tables):
     assert row["pval_holm"] < 1e-10
     assert 0.80 < row["accuracy"] < 0.90
     assert row["cp_low"] < row["accuracy"] < row["cp_high"]
-    assert not row["equivalent"]
+    assert not row["pooled_equivalent"]
     assert row["dprime"] > 2
     assert row["share_above_chance"] > 0.3
 
@@ -41,6 +41,13 @@ def test_mixed_logistic_model_recovers_the_conditions(simulated_tables):
     assert glmm.loc["at_chance", "ci_low"] < 0.5 < glmm.loc["at_chance", "ci_high"]
     assert glmm.loc["distinguishable", "pval"] < 1e-6
     assert glmm.loc["distinguishable", "accuracy"] == pytest.approx(0.85, abs=0.05)
+    # The verdicts: the headline comes from the mixed model, not from pooled answers.
+    assert glmm.loc["distinguishable", "distinguishable"]
+    assert not glmm.loc["at_chance", "distinguishable"]
+    assert not glmm.loc["distinguishable", "equivalent"]
+    # All participants left after exclusions enter the model (no subsample).
+    assert glmm.loc["at_chance", "participants"] == simulated_tables["participants"][
+        "participant"].nunique()
 
 
 def test_exclusions_are_counted_and_matter(simulated_export, simulated_tables):

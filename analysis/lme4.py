@@ -1,0 +1,324 @@
+"""Mixed models fitted by R's lme4 in a subprocess: data out as CSV, results back as JSON.
+
+Why R: statsmodels has no maximum-likelihood GLMM with crossed random effects (its variational
+Bayes GLMM gave standard errors 2.5-4x too small, issue 15), and its crossed linear mixed model
+takes minutes on 1,000 listeners. lme4 (Bates, Maechler, Bolker & Walker 2015, J Stat Softw
+67(1)) fits both in seconds. No R object crosses the boundary: :func:`run_jobs` writes each data
+set as a CSV with plain codes, runs ``Rscript analysis/r/fit_mixed.R`` once for all jobs, and
+reads one JSON file back.
+
+Random-effect structures are tried in the order of a *ladder* (``ABX_LADDER``,
+``RATING_LADDER``): the first fit that converges and is not singular is used. A singular fit
+names its degenerate terms (a variance of zero or a correlation of +-1), and later structures
+containing those terms are skipped. If nothing qualifies, the last fit that converged is used
+and the result says so (``MixedFit.reason``). References: Barr, Levy, Scheepers & Tily (2013),
+J Mem Lang 68:255 (keep it maximal); Bates, Kliegl, Vasishth & Baayen (2015), arXiv:1506.04967,
+and Matuschek et al. (2017), J Mem Lang 94:305 (reduce what the data cannot support).
+
+Missing R, lme4, lmerTest or jsonlite is an error naming the Debian packages; there is no
+fallback to another fitting method.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEBIAN_PACKAGES = "r-base-core r-cran-lme4 r-cran-lmertest r-cran-glmmtmb r-cran-jsonlite"
+SCRIPT = Path(__file__).with_name("r") / "fit_mixed.R"
+
+# (name, random-effect terms). ``unit`` is the stimulus grouping (source, or segment/clip);
+# ``unit:condition`` is one generated clip per unit and condition, the stimulus variance a
+# condition effect has to generalise over (Judd, Westfall & Kenny 2012, JPSP 103:54).
+ABX_LADDER: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("maximal: correlated by-participant condition effects",
+     ("(0 + condition | participant)", "(1 | unit)", "(1 | unit:condition)")),
+    ("uncorrelated by-participant condition effects",
+     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
+      "(1 | unit:condition)")),
+    ("correlated by-participant effects, no clip term",
+     ("(0 + condition | participant)", "(1 | unit)")),
+    ("uncorrelated by-participant effects, no clip term",
+     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
+    ("intercepts for participant, unit and clip",
+     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
+    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
+    ("participant intercepts only", ("(1 | participant)",)),
+)
+# Ratings: listener-specific condition effects enter as the uncorrelated (compound-symmetry)
+# participant:condition term from the start; an unstructured 4 x 4 covariance per listener is
+# 10 parameters the usual design cannot support.
+RATING_LADDER: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("participant and clip condition effects",
+     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
+      "(1 | unit:condition)")),
+    ("clip condition effects, participant intercepts",
+     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
+    ("participant condition effects, unit intercepts",
+     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
+    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
+    ("participant intercepts only", ("(1 | participant)",)),
+)
+
+
+class RUnavailableError(RuntimeError):
+    """Rscript or one of the R packages the mixed models need is missing."""
+
+
+@dataclass
+class Job:
+    """One model family fitted to one data set (or to each part of it, split by ``by``).
+
+    ``data`` has columns ``participant``, ``unit``, ``condition`` and the response (and ``n``,
+    the weights, for an aggregated binomial response); ``levels`` orders the conditions (the
+    first is the reference level of treatment contrasts).
+    """
+
+    data: pd.DataFrame
+    family: str  # "binomial" (glmer, Laplace ML) or "gaussian" (lmerTest::lmer)
+    response: str
+    fixed: str
+    ladder: tuple[tuple[str, tuple[str, ...]], ...]
+    levels: list[str]
+    reml: bool = True
+    by: str | None = None
+
+
+@dataclass
+class MixedFit:
+    """What came back from R for one fit."""
+
+    formula: str
+    model: str
+    reason: str
+    attempts: list[dict]
+    coefficients: pd.DataFrame  # term, estimate, se, df (NaN for GLMMs), statistic
+    variance: pd.DataFrame  # grp, var1, var2, vcov, sdcor (as.data.frame(VarCorr(fit)))
+    nobs: int
+    groups: dict[str, int]
+    loglik: float
+    reml: bool
+    singular: bool
+    converged: bool
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@cache
+def check_r() -> str:
+    """Raise :class:`RUnavailableError` unless Rscript with lme4, lmerTest and jsonlite runs.
+
+    Returns the R version string. Cached: checked once per process.
+    """
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        raise RUnavailableError(
+            "the mixed models need R: Rscript was not found on PATH. Install the Debian "
+            f"packages: apt-get install {DEBIAN_PACKAGES}"
+        )
+    probe = (
+        "ok <- sapply(c('lme4', 'lmerTest', 'jsonlite'), requireNamespace, quietly = TRUE);"
+        "if (!all(ok)) { cat(names(ok)[!ok], sep = ' '); quit(status = 3) };"
+        "cat(R.version.string)"
+    )
+    done = subprocess.run([rscript, "-e", probe], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        missing = done.stdout.strip() or done.stderr.strip()
+        raise RUnavailableError(
+            f"the mixed models need the R packages lme4, lmerTest and jsonlite; missing: "
+            f"{missing}. Install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
+        )
+    return done.stdout.strip()
+
+
+def run_jobs(jobs: list[Job], cores: int = 1, timeout: float = 3600) -> list[dict]:
+    """Fit every job in one Rscript run; return per job ``{key: MixedFit | None}``.
+
+    ``key`` is the value of the job's ``by`` column, or ``None`` for an unsplit job. A ``None``
+    fit means no structure of the ladder could be fitted (``fit_failures`` says why).
+    """
+    check_r()
+    with tempfile.TemporaryDirectory(prefix="sightsound-lme4-") as scratch:
+        folder = Path(scratch)
+        spec = {"cores": int(cores), "jobs": []}
+        for index, job in enumerate(jobs):
+            path = folder / f"job{index}.csv"
+            job.data.to_csv(path, index=False)
+            spec["jobs"].append({
+                "id": str(index), "data": str(path), "family": job.family,
+                "response": job.response, "fixed": job.fixed, "reml": job.reml, "by": job.by,
+                "levels": list(job.levels),
+                "ladder": [{"name": name, "terms": list(terms)} for name, terms in job.ladder],
+            })
+        (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        out = folder / "result.json"
+        started = time.perf_counter()
+        done = subprocess.run(
+            ["Rscript", str(SCRIPT), str(folder / "spec.json"), str(out)],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        seconds = time.perf_counter() - started
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(f"Rscript {SCRIPT.name} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    return [
+        {fit["key"]: _mixed_fit(fit, seconds) for fit in job["fits"]} for job in result["jobs"]
+    ]
+
+
+def _mixed_fit(raw: dict, seconds: float) -> MixedFit | None:
+    attempts = raw["attempts"]
+    if raw.get("chosen") is None:
+        return None
+    chosen = attempts[raw["chosen"] - 1]
+    summary = raw["summary"]
+    coefficients = pd.DataFrame({
+        "term": _as_list(summary["term"]),
+        "estimate": _floats(summary["estimate"]),
+        "se": _floats(summary["se"]),
+        "df": _floats(summary["df"]),
+        "statistic": _floats(summary["statistic"]),
+    })
+    varcorr = summary["varcorr"]
+    variance = pd.DataFrame({key: _as_list(varcorr[key]) for key in ("grp", "var1", "var2")})
+    variance["vcov"] = _floats(varcorr["vcov"])
+    variance["sdcor"] = _floats(varcorr["sdcor"])
+    return MixedFit(
+        formula=chosen["formula"],
+        model=chosen["name"],
+        reason=describe_attempts(attempts, raw["chosen"] - 1),
+        attempts=attempts,
+        coefficients=coefficients,
+        variance=variance,
+        nobs=int(summary["nobs"]),
+        groups={k: int(v) for k, v in summary["ngrps"].items()},
+        loglik=float(summary["loglik"]),
+        reml=bool(summary["reml"]),
+        singular=bool(chosen["singular"]),
+        converged=bool(chosen["converged"]),
+        seconds=seconds,
+    )
+
+
+def describe_attempts(attempts: list[dict], chosen: int) -> str:
+    """One sentence per attempt, ending with the one used, e.g. ``"maximal: singular (...)"``.
+
+    >>> describe_attempts([
+    ...     {"name": "maximal", "status": "singular", "degenerate": ["(1 | unit)"], "notes": []},
+    ...     {"name": "simple", "status": "accepted", "degenerate": [], "notes": []}], 1)
+    'maximal: singular, degenerate (1 | unit); simple: accepted'
+    """
+    parts = []
+    for index, attempt in enumerate(attempts):
+        text = f"{attempt['name']}: {attempt['status']}"
+        if attempt.get("degenerate"):
+            text += ", degenerate " + ", ".join(attempt["degenerate"])
+        if attempt["status"] in ("not converged", "error", "skipped") and attempt.get("notes"):
+            text += f" ({'; '.join(str(n) for n in attempt['notes'])[:200]})"
+        if index == chosen and attempt["status"] != "accepted":
+            text += " -> used anyway: no structure converged without a singular fit"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _floats(values: list | float | None) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in _as_list(values)], dtype=float)
+
+
+def _as_list(value: object) -> list:
+    # jsonlite's auto_unbox writes a length-1 vector as a scalar.
+    return value if isinstance(value, list) else [value]
+
+
+def code_levels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes for a grouping column and the names they stand for (CSV-safe)."""
+    codes, names = pd.factorize(values.astype(str), sort=True)
+    return codes, [str(n) for n in names]
+
+
+def abx_job(
+    abx: pd.DataFrame,
+    unit: str = "source",
+    conditions: list[str] | None = None,
+    by: str | None = None,
+    ladder: tuple[tuple[str, tuple[str, ...]], ...] = ABX_LADDER,
+) -> tuple[Job, list[str]]:
+    """The realism GLMM ``correct ~ 0 + condition + (random part)`` as a :class:`Job`.
+
+    Answers are aggregated to binomial cells (participant x unit x condition); the likelihood
+    is that of one Bernoulli row per answer up to a constant, so estimates are the same.
+    Returns the job and the condition names in the order of the codes ``c0, c1, ...``.
+    """
+    conditions = conditions or sorted(abx["condition"].astype(str).unique())
+    code = {name: f"c{i}" for i, name in enumerate(conditions)}
+    keys = ["participant", "unit", "condition"] + ([by] if by else [])
+    frame = pd.DataFrame({
+        "participant": code_levels(abx["participant"])[0],
+        "unit": code_levels(abx[unit])[0],
+        "condition": abx["condition"].astype(str).map(code).to_numpy(),
+        "correct": abx["correct"].astype(float).to_numpy(),
+    })
+    if by:
+        frame[by] = abx[by].to_numpy()
+    cells = frame.groupby(keys, sort=True)["correct"].agg(k="sum", n="size").reset_index()
+    cells["y"] = cells["k"] / cells["n"]
+    job = Job(data=cells.drop(columns="k"), family="binomial", response="y",
+              fixed="0 + condition", ladder=ladder, levels=[code[c] for c in conditions],
+              reml=False, by=by)
+    return job, conditions
+
+
+def rating_job(
+    ratings: pd.DataFrame,
+    dimension: str,
+    unit: str = "source",
+    reference: str = "reference",
+    by: str | None = None,
+    reml: bool = True,
+    ladder: tuple[tuple[str, tuple[str, ...]], ...] = RATING_LADDER,
+) -> tuple[Job, list[str]]:
+    """The rating LMM ``rating ~ condition + (random part)``, reference as baseline level."""
+    rows = ratings.dropna(subset=[dimension])
+    names = sorted(c for c in rows["condition"].astype(str).unique() if c != reference)
+    conditions = [reference, *names]
+    code = {name: f"c{i}" for i, name in enumerate(conditions)}
+    frame = pd.DataFrame({
+        "participant": code_levels(rows["participant"])[0],
+        "unit": code_levels(rows[unit])[0],
+        "condition": rows["condition"].astype(str).map(code).to_numpy(),
+        "y": rows[dimension].astype(float).to_numpy(),
+    })
+    if by:
+        frame[by] = rows[by].to_numpy()
+    job = Job(data=frame, family="gaussian", response="y", fixed="condition", ladder=ladder,
+              levels=[code[c] for c in conditions], reml=reml, by=by)
+    return job, conditions
+
+
+def term_condition(term: str, conditions: list[str]) -> str | None:
+    """Condition name of an lme4 fixed-effect term such as ``conditionc2`` (None otherwise).
+
+    >>> term_condition("conditionc1", ["reference", "sys_A"]), term_condition("(Intercept)", [])
+    ('sys_A', None)
+    """
+    if not term.startswith("conditionc"):
+        return None
+    return conditions[int(term[len("conditionc"):])]
+
+
+def formula_text(fit: MixedFit, response: str, unit: str) -> str:
+    """The fitted formula with the real names of the response and the stimulus unit.
+
+    Codes are used inside R (``y``, ``unit``); a reader wants ``correct`` and ``source``.
+    """
+    text = fit.formula.replace("unit", unit)
+    return text.replace("y ~", f"{response} ~", 1)

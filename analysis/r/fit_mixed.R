@@ -1,0 +1,193 @@
+# Fit mixed models for analysis/lme4.py; nothing else calls this script.
+#
+#   Rscript fit_mixed.R spec.json result.json
+#
+# spec.json lists jobs. Each job names a CSV (written by analysis/lme4.py, all codes plain
+# ASCII), the family (binomial: glmer, Laplace ML; gaussian: lmerTest::lmer, REML or ML with
+# Satterthwaite df), the fixed part, a ladder of random-effect structures to try in order, and
+# optionally a column whose values split the data into independent fits (many simulated
+# studies in one R session: starting R and loading lme4 costs about a second).
+#
+# Ladder rule: take the first structure whose fit converges and is not singular. A singular
+# fit names its degenerate terms (a zero on the diagonal of the term's relative covariance
+# factor: a variance of zero or a correlation of +-1, the test lme4::isSingular applies), and
+# later structures containing any of those terms are skipped, since the data already said
+# they cannot support them. If no structure qualifies, the last fit that converged is used,
+# singular or not, and the result says so.
+# Only numbers and strings go back (JSON); no R object crosses.
+
+args <- commandArgs(trailingOnly = TRUE)
+suppressPackageStartupMessages({
+  library(lme4)
+  library(lmerTest)
+  library(jsonlite)
+})
+
+spec <- fromJSON(args[[1]], simplifyVector = FALSE)
+cores <- if (is.null(spec$cores)) 1L else as.integer(spec$cores)
+
+term_group <- function(term) trimws(sub("\\)$", "", sub("^.*\\|", "", term)))
+
+degenerate_terms <- function(fit, terms, tol = 1e-4) {
+  tlist <- getME(fit, "Tlist")
+  bad <- names(tlist)[vapply(tlist, function(m) any(abs(diag(as.matrix(m))) < tol), TRUE)]
+  terms[vapply(terms, term_group, "") %in% bad]
+}
+
+fit_once <- function(data, job, terms) {
+  formula <- as.formula(paste(job$response, "~", job$fixed, "+", paste(terms, collapse = " + ")))
+  notes <- character(0)
+  started <- proc.time()[["elapsed"]]
+  fit <- withCallingHandlers(
+    tryCatch({
+      if (job$family == "binomial") {
+        # Aggregated binomial cells: y = share correct, n = answers (weights). Same likelihood
+        # as one row per answer, up to a constant, and half the rows or fewer.
+        # calc.derivs = FALSE: the finite-difference Hessian costs about a fifth of the fit
+        # on 1,000 listeners; the standard errors then come from lme4's RX approximation
+        # (use.hessian is unavailable), within 0.1 % of the Hessian-based ones on the
+        # benchmark. nloptwrap: half the time of the default bobyqa, same optimum.
+        glmer(formula, data = data, family = binomial, weights = n,
+              control = glmerControl(optimizer = "nloptwrap", calc.derivs = FALSE))
+      } else {
+        # Plain lme4 here; lmerTest's Satterthwaite machinery is added to the chosen fit only.
+        lme4::lmer(formula, data = data, REML = isTRUE(job$reml),
+                   control = lmerControl(optimizer = "nloptwrap", calc.derivs = FALSE))
+      }
+    }, error = function(e) {
+      notes <<- c(notes, paste("error:", conditionMessage(e)))
+      NULL
+    }),
+    warning = function(w) {
+      notes <<- c(notes, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      notes <<- c(notes, trimws(conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    })
+  seconds <- proc.time()[["elapsed"]] - started
+  if (is.null(fit)) {
+    return(list(fit = NULL, formula = deparse1(formula), converged = FALSE, singular = NA,
+                degenerate = character(0), notes = notes, seconds = seconds))
+  }
+  lme4_notes <- c(fit@optinfo$conv$lme4$messages, notes)
+  failed <- grepl("failed to converge|unidentifiable|convergence code", lme4_notes)
+  converged <- !any(failed) && identical(as.integer(fit@optinfo$conv$opt), 0L)
+  singular <- isSingular(fit)
+  list(fit = fit, formula = deparse1(formula), converged = converged, singular = singular,
+       degenerate = if (singular) degenerate_terms(fit, terms) else character(0),
+       notes = unique(lme4_notes), seconds = seconds)
+}
+
+summarise_fit <- function(fit) {
+  if (is(fit, "lmerMod")) {
+    # Satterthwaite degrees of freedom for each coefficient (Kuznetsova, Brockhoff &
+    # Christensen 2017, J Stat Softw 82(13)).
+    fit <- lmerTest::as_lmerModLmerTest(fit)
+  }
+  table <- summary(fit)$coefficients
+  df <- if ("df" %in% colnames(table)) unname(table[, "df"]) else rep(NA_real_, nrow(table))
+  varcorr <- as.data.frame(VarCorr(fit))
+  list(
+    term = rownames(table), estimate = unname(table[, "Estimate"]),
+    se = unname(table[, "Std. Error"]), df = df,
+    statistic = unname(table[, grep("value$", colnames(table))]),
+    varcorr = list(grp = varcorr$grp, var1 = varcorr$var1, var2 = varcorr$var2,
+                   vcov = varcorr$vcov, sdcor = varcorr$sdcor),
+    nobs = nobs(fit), ngrps = as.list(ngrps(fit)), loglik = as.numeric(logLik(fit)),
+    reml = isREML(fit)
+  )
+}
+
+fit_ladder <- function(data, job) {
+  data$participant <- factor(data$participant)
+  data$unit <- factor(data$unit)
+  data$condition <- factor(data$condition, levels = unlist(job$levels))
+  data$condition <- droplevels(data$condition)
+  single <- nlevels(data$condition) < 2 && job$fixed == "0 + condition"
+  if (single) job$fixed <- "1"  # model.matrix refuses a one-level factor
+  attempts <- list()
+  skip <- character(0)
+  chosen <- NULL
+  fallback <- NULL
+  queue <- job$ladder
+  while (length(queue)) {
+    rung <- queue[[1]]
+    queue <- queue[-1]
+    terms <- unlist(rung$terms)
+    if (nlevels(data$condition) < 2) {
+      # One condition: a by-group condition term is that group's intercept again.
+      terms <- unique(sub("^\\(0 \\+ condition \\|", "(1 |", sub(":condition\\)$", ")", terms)))
+    }
+    blocked <- intersect(terms, skip)
+    if (length(blocked)) {
+      attempts[[length(attempts) + 1]] <- list(
+        name = rung$name, formula = "", status = "skipped", converged = FALSE,
+        singular = FALSE, degenerate = list(),
+        notes = list(paste("contains", paste(blocked, collapse = ", "),
+                           "which an earlier fit estimated as degenerate")), seconds = 0)
+      next
+    }
+    result <- fit_once(data, job, terms)
+    status <- if (is.null(result$fit)) "error" else if (!result$converged) "not converged" else
+      if (result$singular) "singular" else "accepted"
+    attempts[[length(attempts) + 1]] <- list(
+      name = rung$name, formula = result$formula, status = status,
+      converged = result$converged, singular = isTRUE(result$singular),
+      degenerate = as.list(result$degenerate), notes = as.list(result$notes),
+      seconds = result$seconds)
+    skip <- union(skip, result$degenerate)
+    scalar <- grepl("^\\(1 \\|", result$degenerate)
+    kept <- setdiff(terms, result$degenerate)
+    if (status == "singular" && length(result$degenerate) && all(scalar) && length(kept)) {
+      # Only variance terms are at zero: the same structure without them comes next, so a
+      # term the data do support (a clip term, say) is not lost with the ones they do not.
+      queue <- c(list(list(name = paste(rung$name, "without",
+                                          paste(result$degenerate, collapse = ", ")),
+                           terms = as.list(kept))), queue)
+    }
+    if (status == "accepted") {
+      chosen <- list(index = length(attempts), fit = result$fit)
+      break
+    }
+    if (!is.null(result$fit) && result$converged) {
+      fallback <- list(index = length(attempts), fit = result$fit)
+    }
+  }
+  if (is.null(chosen)) chosen <- fallback
+  if (is.null(chosen)) {
+    return(list(chosen = NULL, attempts = attempts, summary = NULL))
+  }
+  summary <- summarise_fit(chosen$fit)
+  if (single) summary$term <- paste0("condition", levels(data$condition))
+  list(chosen = chosen$index, attempts = attempts, summary = summary)
+}
+
+# Every (job, part) pair is one task; with cores > 1 they run in forked workers, so a GLMM and
+# two rating models, or many simulated studies, fit side by side.
+tasks <- list()
+for (j in seq_along(spec$jobs)) {
+  job <- spec$jobs[[j]]
+  data <- read.csv(job$data, stringsAsFactors = FALSE, colClasses = c(condition = "character"))
+  if (is.null(job$by)) {
+    tasks[[length(tasks) + 1]] <- list(job = j, key = NULL, data = data)
+  } else {
+    parts <- split(data, data[[job$by]])
+    for (key in names(parts)) {
+      tasks[[length(tasks) + 1]] <- list(job = j, key = key, data = parts[[key]])
+    }
+  }
+}
+fitted <- parallel::mclapply(tasks, function(task) {
+  c(list(key = task$key), fit_ladder(task$data, spec$jobs[[task$job]]))
+}, mc.cores = cores, mc.preschedule = length(tasks) > 4 * cores)
+job_of <- vapply(tasks, function(task) task$job, 1L)
+result <- list(
+  r_version = R.version.string,
+  lme4_version = as.character(packageVersion("lme4")),
+  lmerTest_version = as.character(packageVersion("lmerTest")),
+  jobs = lapply(seq_along(spec$jobs), function(j) list(id = spec$jobs[[j]]$id,
+                                                       fits = fitted[job_of == j]))
+)
+write_json(result, args[[2]], auto_unbox = TRUE, digits = NA, null = "null", na = "null")
