@@ -80,3 +80,29 @@ def test_upgrade_keeps_every_stored_answer(empty_app):
             preview = connection.execute(text("select is_preview from participants")).scalar()
         assert counts == [1, 1, 1]
         assert preview in (False, 0)
+
+
+def test_migrating_leaves_the_process_s_log_handlers_alone(empty_app):
+    """`flask db upgrade` runs inside processes that have logging of their own (demo-setup, a
+    server's start-up, the test suite): it must not close their handlers. alembic's stock
+    env.py used logging.config.fileConfig, which closes every handler ever created, and absl's
+    handler (imported with note-seq) then closed the stream it wrote to: the test suite's
+    captured stderr, mid-run."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    class Recording(logging.Handler):
+        closed = False
+
+        def emit(self, record):
+            pass
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    library_handler = Recording()  # like a library's, attached to no logger
+    with empty_app.app_context():
+        upgrade(directory=MIGRATIONS)
+    assert not library_handler.closed

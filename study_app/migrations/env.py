@@ -1,5 +1,5 @@
 import logging
-from logging.config import fileConfig
+import sys
 
 from alembic import context
 from flask import current_app
@@ -8,9 +8,30 @@ from flask import current_app
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name)
+
+def _log_as_alembic_ini_says():
+    """alembic.ini's logging section (INFO from alembic and flask_migrate, WARN elsewhere, one
+    console handler on stderr), without logging.config.fileConfig: that closes every handler the
+    process ever made (the app's, a library's), and a handler whose stream is not the current
+    stderr (absl's, imported with note-seq) closes that stream with it. Our console handler is
+    replaced on each run, so it always writes to the stderr of the moment."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_sightsound_migrations", False)]:
+        root.removeHandler(handler)
+    if not root.handlers:  # a process that set up its own logging keeps it
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(
+            logging.Formatter("%(levelname)-5.5s [%(name)s] %(message)s", "%H:%M:%S")
+        )
+        console._sightsound_migrations = True
+        root.addHandler(console)
+        root.setLevel(logging.WARN)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARN)
+    for name in ("alembic", "flask_migrate"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+_log_as_alembic_ini_says()
 logger = logging.getLogger('alembic.env')
 
 
