@@ -157,7 +157,11 @@ def test_new_types_in_chromium(app, live_server, browser_page):  # noqa: F811 - 
     else:
         raise AssertionError("study did not end")
     page.wait_for_selector("#completion-code")
-    assert max(abs(d) for d in drifts) < 1 / 25, max(abs(d) for d in drifts)
+    # In sync: 95 % of the samples within one 25 fps frame, none beyond two. A busy machine
+    # delays single animation frames (a CI run saw one at 42 ms); a broken sync drifts by
+    # hundreds. (test_browser_p808_2afc's 30 s drift test holds the long run to 99 %.)
+    offsets = sorted(abs(d) for d in drifts)
+    assert offsets[int(0.95 * len(offsets))] < 1 / 25 and offsets[-1] < 2 / 25, offsets[-5:]
 
     with app.app_context():
         study = db.session.scalar(select(Study))
