@@ -234,6 +234,12 @@ def score_maker():
 
 
 @pytest.fixture(scope="session")
+def tone_wav_maker():
+    """`write_tone_wav`: a mono 16-bit WAV of a sine."""
+    return write_tone_wav
+
+
+@pytest.fixture(scope="session")
 def urmp_maker():
     """`make_urmp_piece`: a URMP-style piece folder with a MIDI score."""
     return make_urmp_piece

@@ -200,24 +200,12 @@ def test_bad_videos_are_reported_and_skipped(tmp_path, video_maker):
     load_stimulus_set(tmp_path / "set")
 
 
-def test_urmp_layout_uses_the_mix_and_keeps_the_score(tmp_path, video_maker):
-    import av
-
+def test_urmp_layout_uses_the_mix_and_keeps_the_score(tmp_path, video_maker, tone_wav_maker):
     piece = tmp_path / "urmp" / "01_Jupiter_vn_vc"
     video_maker(piece / "Vid_01_Jupiter_vn_vc.mp4", seconds=2.5, audio=False)
     # URMP's mix is a WAV next to the (silent) video; write one with a distinctive tone
     mix = piece / "AuMix_01_Jupiter_vn_vc.wav"
-    rate = 48000
-    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(2.5 * rate)) / rate)).astype(np.float32)
-    with av.open(str(mix), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(tone[None], format="flt", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    tone_wav_maker(mix, seconds=2.5, hz=440.0)
     shutil.copyfile(mix, piece / "AuSep_1_vn_01_Jupiter.wav")
     (piece / "Sco_01_Jupiter_vn_vc.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00`")
     config = small_config()
