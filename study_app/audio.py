@@ -31,6 +31,7 @@ __all__ = [
     "dithered_rendition",
     "read_wav_info",
     "read_wav_samples",
+    "wav_bytes",
     "write_wav",
 ]
 
@@ -86,6 +87,13 @@ def write_wav(path_or_file: PathOrFile, samples: np.ndarray, sample_rate: int) -
         )
     pcm = np.round(data * _FULL_SCALE_16).astype("<i2")
     _write_pcm16(path_or_file, pcm, int(sample_rate))
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """`write_wav` into memory: the bytes of the 16-bit PCM WAV (audio the app renders itself)."""
+    buffer = io.BytesIO()
+    write_wav(buffer, samples, sample_rate)
+    return buffer.getvalue()
 
 
 def _write_pcm16(path_or_file: PathOrFile, pcm: np.ndarray, sample_rate: int) -> None:

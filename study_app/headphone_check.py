@@ -29,7 +29,6 @@ comfortable volume on it hears the tones at a comparable loudness.
 
 from __future__ import annotations
 
-import io
 import itertools
 import random
 from collections.abc import Iterable
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import write_wav
+from .audio import wav_bytes
 
 __all__ = [
     "ARRANGEMENTS",
@@ -148,9 +147,7 @@ def headphone_trial_wav_bytes(
 ) -> bytes:
     """The trial as a 16-bit stereo WAV. Every trial has the same byte length, so the size of a
     response does not give the arrangement away."""
-    out = io.BytesIO()
-    write_wav(out, render_headphone_trial(trial, sample_rate), sample_rate)
-    return out.getvalue()
+    return wav_bytes(render_headphone_trial(trial, sample_rate), sample_rate)
 
 
 def render_calibration_noise(
@@ -182,9 +179,7 @@ def calibration_noise_wav_bytes(
     seed: int = 0,
 ) -> bytes:
     """The calibration noise as a 16-bit stereo WAV, for setting a comfortable volume first."""
-    out = io.BytesIO()
-    write_wav(out, render_calibration_noise(duration, sample_rate, level_dbfs, seed), sample_rate)
-    return out.getvalue()
+    return wav_bytes(render_calibration_noise(duration, sample_rate, level_dbfs, seed), sample_rate)
 
 
 def passes(correct_count: int, n_trials: int = 6, threshold: int = 5) -> bool:
@@ -351,9 +346,7 @@ def render_huggins_trial(
 
 def huggins_trial_wav_bytes(trial: HugginsTrial, sample_rate: int = DEFAULT_SAMPLE_RATE) -> bytes:
     """The Huggins trial as a 16-bit stereo WAV; every trial has the same byte length."""
-    out = io.BytesIO()
-    write_wav(out, render_huggins_trial(trial, sample_rate), sample_rate)
-    return out.getvalue()
+    return wav_bytes(render_huggins_trial(trial, sample_rate), sample_rate)
 
 
 def render_huggins_calibration(
@@ -375,9 +368,7 @@ def huggins_calibration_wav_bytes(
     duration: float = 4.0, sample_rate: int = DEFAULT_SAMPLE_RATE
 ) -> bytes:
     """The Huggins calibration noise as a 16-bit stereo WAV."""
-    out = io.BytesIO()
-    write_wav(out, render_huggins_calibration(duration, sample_rate), sample_rate)
-    return out.getvalue()
+    return wav_bytes(render_huggins_calibration(duration, sample_rate), sample_rate)
 
 
 def failed_methods(

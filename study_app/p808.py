@@ -20,7 +20,6 @@ or trapping clip from a rated one.
 from __future__ import annotations
 
 import functools
-import io
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pyloudnorm
 from scipy.signal import resample_poly
 
-from .audio import read_wav_samples, write_wav
+from .audio import read_wav_samples, wav_bytes
 
 ACR_LABELS = {5: "Excellent", 4: "Good", 3: "Fair", 2: "Poor", 1: "Bad"}
 GOLD_EXPECTED = {"p808_gold_high": 5, "p808_gold_low": 1}
@@ -86,12 +85,6 @@ def _match_loudness(samples: np.ndarray, rate: int, target_lufs: float) -> np.nd
     return matched * (0.999 / peak) if peak > 0.999 else matched
 
 
-def _wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    write_wav(buffer, samples, rate)
-    return buffer.getvalue()
-
-
 def trap_samples(clip: np.ndarray, rate: int, rating: int) -> np.ndarray:
     """`clip` (n, channels) with the spoken instruction for `rating` in its middle.
 
@@ -125,7 +118,7 @@ def trap_samples(clip: np.ndarray, rate: int, rating: int) -> np.ndarray:
 
 def trap_wav_bytes(clip_path: Path, rating: int) -> bytes:
     samples, rate = read_wav_samples(clip_path)
-    return _wav_bytes(trap_samples(samples, rate, rating), rate)
+    return wav_bytes(trap_samples(samples, rate, rating), rate)
 
 
 def gold_low_samples(clip: np.ndarray, rate: int) -> np.ndarray:
@@ -148,7 +141,7 @@ def gold_low_samples(clip: np.ndarray, rate: int) -> np.ndarray:
 
 def gold_low_wav_bytes(clip_path: Path) -> bytes:
     samples, rate = read_wav_samples(clip_path)
-    return _wav_bytes(gold_low_samples(samples, rate), rate)
+    return wav_bytes(gold_low_samples(samples, rate), rate)
 
 
 def tone_count_samples(count: int, seed: int, rate: int = 48_000) -> np.ndarray:
@@ -178,7 +171,7 @@ def tone_count_samples(count: int, seed: int, rate: int = 48_000) -> np.ndarray:
 
 
 def tone_count_wav_bytes(count: int, seed: int) -> bytes:
-    return _wav_bytes(tone_count_samples(count, seed), 48_000)
+    return wav_bytes(tone_count_samples(count, seed), 48_000)
 
 
 # Rules ------------------------------------------------------------------------------------------

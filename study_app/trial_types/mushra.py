@@ -19,7 +19,6 @@ listener's MUSHRA rows; see `post_screening_flag`).
 
 from __future__ import annotations
 
-import io
 import math
 import random
 import re
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import read_wav_samples, write_wav
+from ..audio import read_wav_samples, wav_bytes
 from ..catalog import REFERENCE, Catalog
 from . import AnswerError, MediaRef, TrialType, client_rt_ms, play_counts, register
 
@@ -77,9 +76,7 @@ def anchor_wav_bytes(reference: Path, cutoff: float) -> bytes:
     peak = float(np.max(np.abs(filtered))) if filtered.size else 0.0
     if peak > 0.999:  # Gibbs overshoot can pass full scale: scale down only then
         filtered *= 0.999 / peak
-    buffer = io.BytesIO()
-    write_wav(buffer, filtered, int(rate))
-    return buffer.getvalue()
+    return wav_bytes(filtered, int(rate))
 
 
 @register
