@@ -21,8 +21,11 @@ fallback to another fitting method.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -91,6 +94,8 @@ class Job:
     levels: list[str]
     reml: bool = True
     by: str | None = None
+    # Niceness increment of this job's R worker (with cores > 1): lets a long job keep a core.
+    nice: int = 0
 
 
 @dataclass
@@ -146,9 +151,21 @@ def run_jobs(jobs: list[Job], cores: int = 1, timeout: float = 3600) -> list[dic
     ``key`` is the value of the job's ``by`` column, or ``None`` for an unsplit job. A ``None``
     fit means no structure of the ladder could be fitted (``fit_failures`` says why).
     """
-    check_r()
-    with tempfile.TemporaryDirectory(prefix="sightsound-lme4-") as scratch:
-        folder = Path(scratch)
+    return start_jobs(jobs, cores).result(timeout)
+
+
+class PendingFits:
+    """An Rscript run started by :func:`start_jobs`; :meth:`result` waits for it.
+
+    The report starts R first and computes its other tables while the models fit, so the
+    Python statistics and R's start-up (about a second to load lme4 and lmerTest) cost no wall
+    time of their own. :meth:`cancel` (or leaving a ``with`` block) stops R and removes the
+    scratch folder; :meth:`result` does both itself.
+    """
+
+    def __init__(self, jobs: list[Job], cores: int) -> None:
+        self._scratch = tempfile.TemporaryDirectory(prefix="sightsound-lme4-")
+        folder = Path(self._scratch.name)
         spec = {"cores": int(cores), "jobs": []}
         for index, job in enumerate(jobs):
             path = folder / f"job{index}.csv"
@@ -156,23 +173,78 @@ def run_jobs(jobs: list[Job], cores: int = 1, timeout: float = 3600) -> list[dic
             spec["jobs"].append({
                 "id": str(index), "data": str(path), "family": job.family,
                 "response": job.response, "fixed": job.fixed, "reml": job.reml, "by": job.by,
+                "nice": int(job.nice),
                 "levels": list(job.levels),
                 "ladder": [{"name": name, "terms": list(terms)} for name, terms in job.ladder],
             })
         (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-        out = folder / "result.json"
-        started = time.perf_counter()
-        done = subprocess.run(
-            ["Rscript", str(SCRIPT), str(folder / "spec.json"), str(out)],
-            capture_output=True, text=True, timeout=timeout,
+        self._out = folder / "result.json"
+        # stderr to a file, not a pipe: nobody reads a pipe while Python works, and a full
+        # pipe would stall R. A session of its own, so that cancel() stops R's forked
+        # workers (parallel::mclapply) with it.
+        self._stderr = open(folder / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115
+        self._started = time.perf_counter()
+        self._process = subprocess.Popen(
+            ["Rscript", str(SCRIPT), str(folder / "spec.json"), str(self._out)],
+            stdout=subprocess.DEVNULL, stderr=self._stderr, text=True, start_new_session=True,
         )
-        seconds = time.perf_counter() - started
-        if done.returncode != 0 or not out.exists():
-            raise RuntimeError(f"Rscript {SCRIPT.name} failed:\n{done.stderr[-3000:]}")
-        result = json.loads(out.read_text(encoding="utf-8"))
-    return [
-        {fit["key"]: _mixed_fit(fit, seconds) for fit in job["fits"]} for job in result["jobs"]
-    ]
+        # Units and participants in each data set (or part): a model without a unit term
+        # reports no unit count of its own, yet every unit was analysed.
+        self._counts = [_level_counts(job) for job in jobs]
+
+    def result(self, timeout: float = 3600) -> list[dict]:
+        """Wait for R and read its fits (see :func:`run_jobs`)."""
+        try:
+            returncode = self._process.wait(timeout=timeout)
+            seconds = time.perf_counter() - self._started
+            if returncode != 0 or not self._out.exists():
+                self._stderr.seek(0)
+                raise RuntimeError(
+                    f"Rscript {SCRIPT.name} failed:\n{self._stderr.read()[-3000:]}")
+            result = json.loads(self._out.read_text(encoding="utf-8"))
+        finally:
+            self.cancel()
+        fits = [
+            {fit["key"]: _mixed_fit(fit, seconds) for fit in job["fits"]}
+            for job in result["jobs"]
+        ]
+        for job_fits, counts in zip(fits, self._counts, strict=True):
+            for key, fit in job_fits.items():
+                if fit is not None:
+                    fit.extra.update(counts.get(None if key is None else str(key), {}))
+        return fits
+
+    def cancel(self) -> None:
+        """Stop R if it still runs and remove the scratch folder (idempotent)."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._stderr.close()
+        self._scratch.cleanup()
+
+    def __enter__(self) -> PendingFits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def _level_counts(job: Job) -> dict[str | None, dict[str, int]]:
+    """``{part: {"data_participants": P, "data_units": U}}``; part ``None`` for an unsplit job."""
+    columns = ["participant", "unit"]
+    if job.by is None:
+        parts = {None: job.data[columns].nunique()}
+    else:
+        parts = {str(key): part.nunique() for key, part in job.data.groupby(job.by)[columns]}
+    return {key: {"data_participants": int(counts["participant"]),
+                  "data_units": int(counts["unit"])} for key, counts in parts.items()}
+
+
+def start_jobs(jobs: list[Job], cores: int = 1) -> PendingFits:
+    """Start fitting ``jobs`` in one Rscript run in the background; see :class:`PendingFits`."""
+    check_r()
+    return PendingFits(jobs, cores)
 
 
 def _mixed_fit(raw: dict, seconds: float) -> MixedFit | None:
@@ -222,6 +294,8 @@ def describe_attempts(attempts: list[dict], chosen: int) -> str:
         text = f"{attempt['name']}: {attempt['status']}"
         if attempt.get("degenerate"):
             text += ", degenerate " + ", ".join(attempt["degenerate"])
+        if attempt.get("started_from_previous"):
+            text += " (started from the previous fit's estimates)"
         if attempt["status"] in ("not converged", "error", "skipped") and attempt.get("notes"):
             text += f" ({'; '.join(str(n) for n in attempt['notes'])[:200]})"
         if index == chosen and attempt["status"] != "accepted":

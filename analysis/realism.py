@@ -276,8 +276,10 @@ def glmm_verdicts(
     table["tost_pval_holm"] = multipletests(table["tost_pval"], alpha=alpha, method="holm")[1]
     table["distinguishable"] = table["pval_holm"] < alpha
     table["equivalent"] = table["tost_pval_holm"] < alpha
-    table["participants"] = fit.groups.get("participant", np.nan)
-    table["units"] = fit.groups.get("unit", np.nan)
+    # From the data when the chosen structure has no term for them (still analysed).
+    table["participants"] = fit.groups.get("participant",
+                                           fit.extra.get("data_participants", np.nan))
+    table["units"] = fit.groups.get("unit", fit.extra.get("data_units", np.nan))
     table["answers"] = fit.extra.get("answers", np.nan)
     table["model"] = fit.model
     table["formula"] = lme4.formula_text(fit, "correct", unit)

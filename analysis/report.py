@@ -55,44 +55,123 @@ def analyse(
     config = config or ReportConfig()
     tables: dict[str, pd.DataFrame] = {}
     excluded = apply_exclusions(export.responses, config.exclusions)
-    tables["exclusions"] = excluded.table
-    variants = {"": excluded.kept, "_no_exclusions": export.responses}
-    for suffix, responses in variants.items():
-        abx = abx_trials(responses)
-        ratings = rating_trials(responses)
-        if len(abx):
-            tables["realism" + suffix] = realism.summarize(
-                abx, config.equivalence_margin, config.alpha
-            )
-        if len(ratings):
-            tables["agreement" + suffix] = agreement.summarize(
-                ratings,
-                unit=config.unit,
-                n_boot=config.n_boot,
-                n_permutations=config.n_permutations,
-                alpha=config.alpha,
-                seed=config.seed,
-            )
-
     abx = abx_trials(excluded.kept)
     ratings = rating_trials(excluded.kept)
-    tables.update(mixed_model_tables(abx, ratings, config))
-    if len(abx):
-        tables["participants"] = realism.participant_accuracy(abx)
-    if len(ratings):
-        tables["gems_kappa"] = agreement.gems_kappa_table(ratings, config.unit).reset_index()
-        tables["fit"] = agreement.fit_ratings(ratings)
-        means = (
-            ratings.groupby([config.unit, "condition"], observed=True)[list(agreement.DIMENSIONS)]
-            .mean()
-            .astype(float)
-        )
-        tables["unit_means"] = means.reset_index()
-    if objective is not None and len(objective):
-        tables["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
-    tables.update(new_trial_type_tables(excluded.kept, export.responses))
+    # The mixed models take most of the time: R fits them in the background while the
+    # statistics below are computed here, and its tables keep their place in the report.
+    with start_mixed_models(abx, ratings, config) as pending:
+        tables["exclusions"] = excluded.table
+        variants = {"": excluded.kept, "_no_exclusions": export.responses}
+        for suffix, responses in variants.items():
+            variant_abx = abx_trials(responses)
+            variant_ratings = rating_trials(responses)
+            if len(variant_abx):
+                tables["realism" + suffix] = realism.summarize(
+                    variant_abx, config.equivalence_margin, config.alpha
+                )
+            if len(variant_ratings):
+                tables["agreement" + suffix] = agreement.summarize(
+                    variant_ratings,
+                    unit=config.unit,
+                    n_boot=config.n_boot,
+                    n_permutations=config.n_permutations,
+                    alpha=config.alpha,
+                    seed=config.seed,
+                )
+        later: dict[str, pd.DataFrame] = {}
+        if len(abx):
+            later["participants"] = realism.participant_accuracy(abx)
+        if len(ratings):
+            later["gems_kappa"] = agreement.gems_kappa_table(ratings, config.unit).reset_index()
+            later["fit"] = agreement.fit_ratings(ratings)
+            means = (
+                ratings.groupby([config.unit, "condition"], observed=True)[
+                    list(agreement.DIMENSIONS)]
+                .mean()
+                .astype(float)
+            )
+            later["unit_means"] = means.reset_index()
+        if objective is not None and len(objective):
+            later["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
+        later.update(new_trial_type_tables(excluded.kept, export.responses))
+        tables.update(pending.tables())
+    tables.update(later)
     tables["verdicts"] = verdict_table(tables, config)
     return tables
+
+
+class PendingMixedModels:
+    """The report's mixed models, fitting in R; :meth:`tables` waits and builds their tables.
+
+    Leaving a ``with`` block stops R if the tables were never asked for (an error elsewhere).
+    """
+
+    def __init__(self, abx: pd.DataFrame, ratings: pd.DataFrame, config: ReportConfig) -> None:
+        from analysis import lme4
+
+        self.config = config
+        self.labels: list[tuple[str, list[str], str | None]] = []
+        self.answers = len(abx)
+        jobs = []
+        if len(abx):
+            job, conditions = lme4.abx_job(abx, unit=config.unit)
+            jobs.append(job)
+            self.labels.append(("abx", conditions, None))
+        if len(ratings):
+            for dimension in agreement.DIMENSIONS:
+                job, conditions = lme4.rating_job(ratings, dimension, unit=config.unit,
+                                                  reference=agreement.REFERENCE)
+                # The GLMM's ladder is the longest chain of fits (about 10 s on 1,000
+                # listeners against 4 s per rating model): the rating models run at a lower
+                # priority, so that the GLMM keeps a core while they share the other with the
+                # Python statistics.
+                job.nice = 10 if len(abx) else 0
+                jobs.append(job)
+                self.labels.append(("rating", conditions, dimension))
+        self.jobs = jobs
+        self.fits: list[dict] = []
+        self.pending = lme4.start_jobs(jobs, cores=config.r_cores) if jobs else None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if self.pending is None:
+            return {}
+        results = self.pending.result()
+        self.fits = results  # the raw fits, every attempt with its seconds (bench_analysis.py)
+        config = self.config
+        tables: dict[str, pd.DataFrame] = {}
+        shifts = []
+        for (kind, conditions, dimension), result in zip(self.labels, results, strict=True):
+            fit = result[None]
+            if kind == "abx":
+                if fit is None:
+                    raise RuntimeError(
+                        "no random-effect structure of the realism GLMM could be fitted")
+                fit.extra["answers"] = self.answers
+                tables["realism_glmm"] = realism.glmm_verdicts(
+                    fit, conditions, config.unit, config.equivalence_margin, config.alpha
+                )
+            else:
+                table = agreement.rating_shifts(fit, conditions, dimension, config.unit)
+                table.insert(table.columns.get_loc("pval") + 1, "pval_holm",
+                             multipletests(table["pval"], method="holm")[1])
+                shifts.append(table)
+        if shifts:
+            tables["rating_mixed_model"] = pd.concat(shifts, ignore_index=True)
+        return tables
+
+    def __enter__(self) -> PendingMixedModels:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+
+
+def start_mixed_models(
+    abx: pd.DataFrame, ratings: pd.DataFrame, config: ReportConfig
+) -> PendingMixedModels:
+    """Start the realism GLMM and the rating LMMs in one background R run."""
+    return PendingMixedModels(abx, ratings, config)
 
 
 def mixed_model_tables(
@@ -104,42 +183,8 @@ def mixed_model_tables(
     ``rating_mixed_model``: shifts against the reference per dimension
     (:func:`analysis.agreement.rating_shifts`), Holm across conditions within a dimension.
     """
-    from analysis import lme4
-
-    jobs, labels = [], []
-    if len(abx):
-        job, conditions = lme4.abx_job(abx, unit=config.unit)
-        job_answers = len(abx)
-        jobs.append(job)
-        labels.append(("abx", conditions, None))
-    if len(ratings):
-        for dimension in agreement.DIMENSIONS:
-            job, conditions = lme4.rating_job(ratings, dimension, unit=config.unit,
-                                              reference=agreement.REFERENCE)
-            jobs.append(job)
-            labels.append(("rating", conditions, dimension))
-    if not jobs:
-        return {}
-    results = lme4.run_jobs(jobs, cores=config.r_cores)
-    tables: dict[str, pd.DataFrame] = {}
-    shifts = []
-    for (kind, conditions, dimension), result in zip(labels, results, strict=True):
-        fit = result[None]
-        if kind == "abx":
-            if fit is None:
-                raise RuntimeError("no random-effect structure of the realism GLMM could be fitted")
-            fit.extra["answers"] = job_answers
-            tables["realism_glmm"] = realism.glmm_verdicts(
-                fit, conditions, config.unit, config.equivalence_margin, config.alpha
-            )
-        else:
-            table = agreement.rating_shifts(fit, conditions, dimension, config.unit)
-            table.insert(table.columns.get_loc("pval") + 1, "pval_holm",
-                         multipletests(table["pval"], method="holm")[1])
-            shifts.append(table)
-    if shifts:
-        tables["rating_mixed_model"] = pd.concat(shifts, ignore_index=True)
-    return tables
+    with start_mixed_models(abx, ratings, config) as pending:
+        return pending.tables()
 
 
 def new_trial_type_tables(
@@ -834,7 +879,8 @@ def _table_html(name: str, table: pd.DataFrame) -> str:
     parts = []
     for frame in frames:
         body = frame.head(MAX_ROWS)
-        parts.append(body.to_html(index=False, float_format=_format_number, na_rep=""))
+        parts.append("<div class='tablebox'>" + body.to_html(
+            index=False, float_format=_format_number, na_rep="") + "</div>")
     if len(table) > MAX_ROWS:
         parts.append(f"<p class='note'>First {MAX_ROWS} of {len(table)} rows; all in "
                      f"tables/{html.escape(name)}.csv.</p>")
@@ -852,38 +898,62 @@ def _table_html(name: str, table: pd.DataFrame) -> str:
 
 
 def _html(export: Export, tables: dict[str, pd.DataFrame], config: ReportConfig) -> str:
+    """The page: one ``<section>`` per part, the verdicts first.
+
+    Sized to read at 1280 px (and narrower) without sideways scrolling: long words (formulas,
+    column names, condition ids) may break, wide tables scroll inside their own box rather
+    than widening the page, and figures take the width of the column.
+    """
     title = html.escape(str(export.study.get("study", {}).get("title", "SightSound study")))
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>{title}: report</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px;margin-top:6px}td,th{border:1px solid "
-        "#ccc;padding:2px 6px;text-align:right}.legend,.note{font-size:11px;color:#444}"
-        "li{margin:4px 0}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>{title}</h1>",
-        "<h2>Verdicts</h2><ul>",
+        "<section id='verdicts'><h2>Verdicts</h2><ul>",
     ]
     verdicts = tables.get("verdicts")
     if verdicts is not None:
         parts.extend(f"<li>{html.escape(v)}</li>" for v in verdicts["verdict"])
     parts.append("</ul><p>Equivalence margin &plusmn;" f"{config.equivalence_margin}; alpha "
-                 f"{config.alpha}; Holm correction across conditions; seed {config.seed}.</p>")
-    parts.append("<h2>Who was analysed</h2><ul>")
+                 f"{config.alpha}; Holm correction across conditions; seed {config.seed}.</p>"
+                 "</section>")
+    parts.append("<section id='analysed'><h2>Who was analysed</h2><ul>")
     parts.extend(f"<li>{html.escape(line)}</li>" for line in sample_sizes(export, tables))
-    parts.append("</ul><h2>Models fitted</h2><ul>")
+    parts.append("</ul></section><section id='models'><h2>Models fitted</h2><ul>")
     parts.extend(f"<li>{line}</li>" for line in model_descriptions(tables))
-    parts.append("</ul>")
+    parts.append("</ul></section>")
     for index, (name, figure) in enumerate(_figures(tables, config)):
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        # plotly.js is inlined once, with the first figure, so the file works offline.
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
+        parts.append(f"<section class='figure'><h2>{html.escape(name)}</h2>")
+        # plotly.js is inlined once, with the first figure, so the file works offline;
+        # responsive: the figure follows the column's width instead of plotly's 700 px.
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0,
+                                    config={"responsive": True}))
+        parts.append("</section>")
     for name, table in tables.items():
         if name in ("participants", "unit_means", "verdicts"):
             continue
-        parts.append(f"<h2>{html.escape(TABLE_TITLES.get(name, name))}</h2>")
+        parts.append(f"<section class='table' id='table-{html.escape(name)}'>"
+                     f"<h2>{html.escape(TABLE_TITLES.get(name, name))}</h2>")
         parts.append(_table_html(name, table))
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# Plain, readable at 1280 px: a text column of at most 1200 px, tables that scroll inside
+# their own box if they must, words that break rather than widen the page.
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 16px;"
+    "line-height:1.4;overflow-wrap:anywhere}"
+    "h1{margin-bottom:4px}section{margin:0 0 18px}"
+    ".tablebox{max-width:100%;overflow-x:auto}"
+    "table{border-collapse:collapse;font-size:12px;margin-top:6px}td,th{border:1px solid "
+    "#ccc;padding:2px 6px;text-align:right;overflow-wrap:normal}"
+    ".legend,.note{font-size:11px;color:#444}li{margin:4px 0}"
+    "code{font-size:12px}"
+)
 
 
 def _format_number(value: float) -> str:

@@ -34,10 +34,41 @@ degenerate_terms <- function(fit, terms, tol = 1e-4) {
   terms[vapply(terms, term_group, "") %in% bad]
 }
 
-fit_once <- function(data, job, terms) {
+# Start values for a structure cut from the one just fitted (the same terms without those
+# estimated at zero): that fit's theta for the kept terms, and for a GLMM its fixed effects.
+# If a variance is 0 at the larger model's optimum, the rest of that optimum is the optimum of
+# the model without it (it maximises the likelihood over a larger set and lies in the smaller
+# one), so the refit starts at its answer and the optimiser only confirms it. Only the starting
+# point changes: the optimum is the one lme4 finds from its default start, to the optimiser's
+# tolerance (test_analysis_lme4.py compares both). Not used for other rungs: a start away from
+# the optimum saved nothing on the benchmark (glmer's own nAGQ = 0 stage finds a start as fast)
+# and, near a zero variance, may stop on the other side of isSingular's tolerance than a cold
+# fit. theta is assembled on the new model's own term order (lme4 sorts terms by their number
+# of levels), matched term by term on grouping factor and columns.
+start_values <- function(previous, formula, data, job) {
+  reduced <- if (job$family == "binomial") {
+    glFormula(formula, data = data, family = binomial, weights = n)
+  } else {
+    lFormula(formula, data = data, REML = isTRUE(job$reml))
+  }
+  key <- function(cnms) paste(names(cnms), vapply(cnms, paste, "", collapse = ","))
+  old_cnms <- getME(previous, "cnms")
+  sizes <- vapply(old_cnms, function(c) length(c) * (length(c) + 1L) / 2L, 1)
+  blocks <- split(unname(getME(previous, "theta")), rep(seq_along(sizes), sizes))
+  names(blocks) <- key(old_cnms)
+  wanted <- key(reduced$reTrms$cnms)
+  if (!all(wanted %in% names(blocks))) return(NULL)
+  theta <- unlist(blocks[wanted], use.names = FALSE)
+  if (job$family == "binomial") list(theta = theta, fixef = fixef(previous)) else
+    list(theta = theta)
+}
+
+fit_once <- function(data, job, terms, previous = NULL) {
   formula <- as.formula(paste(job$response, "~", job$fixed, "+", paste(terms, collapse = " + ")))
   notes <- character(0)
   started <- proc.time()[["elapsed"]]
+  start <- if (is.null(previous)) NULL else
+    tryCatch(start_values(previous, formula, data, job), error = function(e) NULL)
   fit <- withCallingHandlers(
     tryCatch({
       if (job$family == "binomial") {
@@ -47,11 +78,13 @@ fit_once <- function(data, job, terms) {
         # on 1,000 listeners; the standard errors then come from lme4's RX approximation
         # (use.hessian is unavailable), within 0.1 % of the Hessian-based ones on the
         # benchmark. nloptwrap: half the time of the default bobyqa, same optimum.
-        glmer(formula, data = data, family = binomial, weights = n,
+        # glmer's own two stages stay: nAGQ = 0 (theta only, fixed effects by PIRLS) to find
+        # the start, then Laplace (nAGQ = 1) over theta and the fixed effects from there.
+        glmer(formula, data = data, family = binomial, weights = n, start = start,
               control = glmerControl(optimizer = "nloptwrap", calc.derivs = FALSE))
       } else {
         # Plain lme4 here; lmerTest's Satterthwaite machinery is added to the chosen fit only.
-        lme4::lmer(formula, data = data, REML = isTRUE(job$reml),
+        lme4::lmer(formula, data = data, REML = isTRUE(job$reml), start = start,
                    control = lmerControl(optimizer = "nloptwrap", calc.derivs = FALSE))
       }
     }, error = function(e) {
@@ -67,17 +100,28 @@ fit_once <- function(data, job, terms) {
       invokeRestart("muffleMessage")
     })
   seconds <- proc.time()[["elapsed"]] - started
+  if (!is.null(fit)) {
+    lme4_notes <- c(fit@optinfo$conv$lme4$messages, notes)
+    failed <- grepl("failed to converge|unidentifiable|convergence code", lme4_notes)
+    converged <- !any(failed) && identical(as.integer(fit@optinfo$conv$opt), 0L)
+  }
+  if (!is.null(start) && (is.null(fit) || !converged)) {
+    # The start values are a shortcut only: a structure is never rejected for a failure from
+    # them. Fit it again from lme4's default start and let that fit decide.
+    again <- fit_once(data, job, terms, NULL)
+    again$seconds <- again$seconds + seconds
+    return(again)
+  }
   if (is.null(fit)) {
     return(list(fit = NULL, formula = deparse1(formula), converged = FALSE, singular = NA,
-                degenerate = character(0), notes = notes, seconds = seconds))
+                degenerate = character(0), notes = notes, seconds = seconds,
+                started_from_previous = FALSE))
   }
-  lme4_notes <- c(fit@optinfo$conv$lme4$messages, notes)
-  failed <- grepl("failed to converge|unidentifiable|convergence code", lme4_notes)
-  converged <- !any(failed) && identical(as.integer(fit@optinfo$conv$opt), 0L)
   singular <- isSingular(fit)
   list(fit = fit, formula = deparse1(formula), converged = converged, singular = singular,
        degenerate = if (singular) degenerate_terms(fit, terms) else character(0),
-       notes = unique(lme4_notes), seconds = seconds)
+       notes = unique(lme4_notes), seconds = seconds,
+       started_from_previous = !is.null(start))
 }
 
 summarise_fit <- function(fit) {
@@ -129,14 +173,14 @@ fit_ladder <- function(data, job) {
                            "which an earlier fit estimated as degenerate")), seconds = 0)
       next
     }
-    result <- fit_once(data, job, terms)
+    result <- fit_once(data, job, terms, rung$previous)
     status <- if (is.null(result$fit)) "error" else if (!result$converged) "not converged" else
       if (result$singular) "singular" else "accepted"
     attempts[[length(attempts) + 1]] <- list(
       name = rung$name, formula = result$formula, status = status,
       converged = result$converged, singular = isTRUE(result$singular),
       degenerate = as.list(result$degenerate), notes = as.list(result$notes),
-      seconds = result$seconds)
+      seconds = result$seconds, started_from_previous = result$started_from_previous)
     skip <- union(skip, result$degenerate)
     scalar <- grepl("^\\(1 \\|", result$degenerate)
     kept <- setdiff(terms, result$degenerate)
@@ -145,7 +189,7 @@ fit_ladder <- function(data, job) {
       # term the data do support (a clip term, say) is not lost with the ones they do not.
       queue <- c(list(list(name = paste(rung$name, "without",
                                           paste(result$degenerate, collapse = ", ")),
-                           terms = as.list(kept))), queue)
+                           terms = as.list(kept), previous = result$fit)), queue)
     }
     if (status == "accepted") {
       chosen <- list(index = length(attempts), fit = result$fit)
@@ -180,7 +224,11 @@ for (j in seq_along(spec$jobs)) {
   }
 }
 fitted <- parallel::mclapply(tasks, function(task) {
-  c(list(key = task$key), fit_ladder(task$data, spec$jobs[[task$job]]))
+  job <- spec$jobs[[task$job]]
+  # A job may ask to run at a lower priority (a niceness increment), so that the longest
+  # chain of fits (the report's GLMM ladder) keeps a core while shorter jobs share the other.
+  if (!is.null(job$nice) && job$nice > 0 && cores > 1) tools::psnice(value = job$nice)
+  c(list(key = task$key), fit_ladder(task$data, job))
 }, mc.cores = cores, mc.preschedule = length(tasks) > 4 * cores)
 job_of <- vapply(tasks, function(task) task$job, 1L)
 result <- list(

@@ -192,6 +192,8 @@ def test_report_opens_with_plain_verdicts_models_and_sample_sizes(simulated_expo
     # The verdicts come first, before any figure or table.
     assert body.index("<h2>Verdicts</h2>") < body.index("<h2>Models fitted</h2>") < body.index(
         "<table")
+    assert re.findall(r"<section[^>]*id='([\w-]+)'", body)[:3] == ["verdicts", "analysed",
+                                                                    "models"]
     verdicts = {row["condition"] + "|" + row["question"]: row["verdict"]
                 for row in summary["tables"]["verdicts"]}
     assert verdicts["distinguishable|realism (ABX)"].startswith(
@@ -222,3 +224,121 @@ def test_power_by_simulating_the_mixed_model():
     assert null["power_distinguishable"] <= 0.2
     # Equivalence within +-0.1 needs precision: at chance with 30 listeners it is often shown.
     assert null["power_equivalent"] > strong["power_equivalent"]
+
+
+DIRECT_REDUCED = """
+suppressPackageStartupMessages({library(lme4); library(lmerTest); library(jsonlite)})
+args <- commandArgs(trailingOnly = TRUE)
+d <- read.csv(args[1], stringsAsFactors = TRUE)
+# lme4's defaults (optimiser, derivatives, start), one row per answer: a cold fit of the model
+# our ladder reached by cutting a zero variance out of a larger one.
+g <- glmer(correct ~ 0 + condition + (1 | participant) + (1 | source), d, binomial)
+r <- read.csv(args[2], stringsAsFactors = TRUE)
+r$condition <- relevel(r$condition, "reference")
+l <- lmerTest::lmer(valence ~ condition + (1 | participant) + (1 | participant:condition)
+                    + (1 | source), r)
+cg <- summary(g)$coefficients
+cl <- summary(l)$coefficients
+write_json(list(glmm = list(term = rownames(cg), est = cg[, 1], se = cg[, 2],
+                            theta = unname(getME(g, "theta"))),
+                lmm = list(term = rownames(cl), est = cl[, 1], se = cl[, 2], df = cl[, "df"])),
+           args[3], digits = NA)
+"""
+
+
+def test_refit_started_from_the_larger_fit_equals_a_cold_lme4_fit(tmp_path):
+    # No clip effects in truth: the first structure of each ladder is singular in the clip
+    # term (unit:condition) alone (study 1 of this seed), the ladder refits without it
+    # starting from the singular fit's estimates, and that refit must be the fit lme4 finds
+    # from its own default start.
+    design = CalibrationDesign(participants=60, sources=8, clip_sd=0.0, rating_clip_sd=0.0,
+                               rating_participant_condition_sd=0.0)
+    abx, ratings = simulate_studies(design, studies=8, seed=4)
+    abx = abx[abx["study"] == 1].drop(columns="study")
+    ratings = ratings[ratings["study"] == 1].drop(columns="study")
+    abx.to_csv(tmp_path / "abx.csv", index=False)
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    (tmp_path / "direct.R").write_text(DIRECT_REDUCED, encoding="utf-8")
+    subprocess.run(["Rscript", str(tmp_path / "direct.R"), str(tmp_path / "abx.csv"),
+                    str(tmp_path / "ratings.csv"), str(tmp_path / "out.json")],
+                   check=True, timeout=300, capture_output=True)
+    direct = json.loads((tmp_path / "out.json").read_text())
+
+    job, conditions = lme4.abx_job(abx, unit="source", ladder=(
+        ("with clip", ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),))
+    rating, levels = lme4.rating_job(ratings, "valence", ladder=(
+        ("full", ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
+                  "(1 | unit:condition)")),))
+    glmm, lmm = (result[None] for result in lme4.run_jobs([job, rating], cores=2))
+
+    assert [a["status"] for a in glmm.attempts] == ["singular", "accepted"]
+    assert glmm.attempts[0]["degenerate"] == ["(1 | unit:condition)"]
+    assert glmm.attempts[1]["started_from_previous"]
+    assert "started from the previous fit's estimates" in glmm.reason
+    ours = realism.glmm_verdicts(glmm, conditions).set_index("condition")
+    expected = pd.DataFrame({k: direct["glmm"][k] for k in ("term", "est", "se")}).assign(
+        condition=lambda d: d["term"].str.removeprefix("condition")).set_index("condition")
+    assert ours["logit"].to_numpy() == pytest.approx(
+        expected.loc[ours.index, "est"].to_numpy(), rel=1e-3, abs=1e-4)
+    assert ours["se"].to_numpy() == pytest.approx(
+        expected.loc[ours.index, "se"].to_numpy(), rel=0.01)
+    sds = glmm.variance.set_index("grp")["sdcor"]
+    assert sds[["participant", "unit"]].to_numpy() == pytest.approx(
+        direct["glmm"]["theta"], rel=1e-2)
+
+    assert [a["status"] for a in lmm.attempts] == ["singular", "accepted"]
+    assert lmm.attempts[0]["degenerate"] == ["(1 | unit:condition)"]
+    assert lmm.attempts[1]["started_from_previous"]
+    shifts = agreement.rating_shifts(lmm, levels, "valence").set_index("condition")
+    expected = pd.DataFrame(direct["lmm"]).iloc[1:].assign(
+        condition=lambda d: d["term"].str.removeprefix("condition")).set_index("condition")
+    assert shifts["coef"].to_numpy() == pytest.approx(
+        expected.loc[shifts.index, "est"].to_numpy(), abs=1e-4)
+    assert shifts["se"].to_numpy() == pytest.approx(
+        expected.loc[shifts.index, "se"].to_numpy(), rel=1e-3)
+    assert shifts["df"].to_numpy() == pytest.approx(
+        expected.loc[shifts.index, "df"].to_numpy(), rel=1e-2)
+
+
+def test_units_are_counted_when_the_chosen_structure_has_no_unit_term(small_study):
+    # Small studies can end on "(1 | participant)"; the report still states how many stimulus
+    # units were analysed (it used to fail converting a missing count to an integer).
+    abx, ratings = small_study
+    only = (("participant intercepts only", ("(1 | participant)",)),)
+    job, conditions = lme4.abx_job(abx, unit="source", ladder=only)
+    rating, levels = lme4.rating_job(ratings, "valence", ladder=only)
+    glmm, lmm = (result[None] for result in lme4.run_jobs([job, rating]))
+    assert "unit" not in glmm.groups
+    table = realism.glmm_verdicts(glmm, conditions)
+    assert (table["units"] == abx["source"].nunique()).all()
+    assert (table["participants"] == abx["participant"].nunique()).all()
+    shifts = agreement.rating_shifts(lmm, levels, "valence")
+    assert (shifts["units"] == ratings["source"].nunique()).all()
+
+
+def test_report_stops_r_when_a_python_statistic_fails(simulated_export, monkeypatch):
+    # R fits in the background while the report computes the rest; an error there must not
+    # leave Rscript running or its scratch folder behind.
+    from pathlib import Path
+
+    from analysis import report
+
+    started = []
+
+    class Recording(subprocess.Popen):
+        def __init__(self, args, **kwargs):
+            super().__init__(args, **kwargs)
+            started.append((self, Path(args[2]).parent))
+
+    def broken(*args, **kwargs):
+        raise ValueError("a statistic failed")
+
+    lme4.check_r()  # its own probe of R runs through Popen too; done (and cached) first
+    monkeypatch.setattr(lme4.subprocess, "Popen", Recording)
+    monkeypatch.setattr(report.agreement, "summarize", broken)
+    with pytest.raises(ValueError, match="a statistic failed"):
+        report.analyse(simulated_export, report.ReportConfig(n_boot=10, n_permutations=10))
+    assert len(started) == 1
+    process, folder = started[0]
+    assert process.returncode is not None  # killed and reaped, not left running
+    assert not folder.exists()
