@@ -58,6 +58,13 @@ class CalibrationDesign:
     rating_unit_sd: float = 1.0
     rating_clip_sd: float = 0.3
     rating_noise_sd: float = 1.2
+    # ABX sources each listener hears per condition (None: every source). The app's Latin
+    # square gives each listener a share of the sources per condition, a different share per
+    # listener; listener i hears condition c on sources (i + c * m + j) mod S, j < m, which
+    # spreads the sources over listeners and conditions the same way.
+    abx_sources_heard: int | None = None
+    # The same for ratings (the reference is one of the rated conditions, as in the app).
+    rating_sources_heard: int | None = None
 
 
 def simulate_studies(
@@ -91,6 +98,10 @@ def simulate_studies(
     correct = (rng.random(k.size) < 1 / (1 + np.exp(-logit))).astype(int)
     abx = pd.DataFrame({"study": k, "participant": i, "source": s,
                         "condition": np.array(abx_names)[c], "correct": correct})
+    if design.abx_sources_heard is not None:
+        m = design.abx_sources_heard
+        heard = (s - i - c * m) % n_s < m
+        abx = abx[heard].reset_index(drop=True)
 
     k, i, s, c = cells(len(rating_names), design.rating_repeats)
     a, b, u, w = effects(design.rating_participant_sd, design.rating_participant_condition_sd,
@@ -100,6 +111,9 @@ def simulate_studies(
     ratings = pd.DataFrame({"study": k, "participant": i, "source": s,
                             "condition": np.array(rating_names)[c],
                             "valence": np.clip(np.rint(value), 1, 9)})
+    if design.rating_sources_heard is not None:
+        m = design.rating_sources_heard
+        ratings = ratings[(s - i - c * m) % n_s < m].reset_index(drop=True)
     return abx, ratings
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.calibration import CalibrationDesign, simulate_studies
+
 
 def abx_power(
     accuracy: float, participants: int, trials: int, icc: float = 0.05, alpha: float = 0.05
@@ -164,6 +166,41 @@ def power_grid(
     return pd.DataFrame.from_records(records)
 
 
+def simulated_realism_verdicts(
+    design: CalibrationDesign, n_simulations: int, seed: int, margin: float = 0.1,
+    alpha: float = 0.05, cores: int = 2,
+) -> tuple[pd.DataFrame, int]:
+    """Draw ``n_simulations`` studies of ``design`` and fit each as the report does.
+
+    Returns the report's realism verdict rows of every study that could be fitted (raw
+    ``pval``, ``tost_pval``, intervals) and the number of studies fitted: the shared step of
+    the realism power functions below (simr's approach, Green & MacLeod 2016).
+    """
+    from analysis import lme4, realism
+
+    abx, _ = simulate_studies(design, n_simulations, seed)
+    job, conditions = lme4.abx_job(abx, unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha)
+                          for f in fits])
+    return verdicts, len(fits)
+
+
+def simulated_rating_shifts(
+    design: CalibrationDesign, n_simulations: int, seed: int, cores: int = 2,
+) -> tuple[pd.DataFrame, int]:
+    """The rating counterpart of :func:`simulated_realism_verdicts`: the valence shift rows
+    (against the reference) of every simulated study the report's rating ladder could fit."""
+    from analysis import agreement, lme4
+
+    _, ratings = simulate_studies(design, n_simulations, seed)
+    job, conditions = lme4.rating_job(ratings, "valence", unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    shifts = pd.concat([agreement.rating_shifts(f, conditions, "valence", "source")
+                        for f in fits])
+    return shifts, len(fits)
+
+
 def simulate_glmm_power(
     accuracy: float,
     participants: int,
@@ -187,20 +224,156 @@ def simulate_glmm_power(
     ``margin``, with the Monte Carlo standard error of a share. Slow (an R fit per study), so
     no worked example here; see tests/analysis/test_analysis_lme4.py.
     """
-    from analysis import lme4, realism
-    from analysis.calibration import CalibrationDesign, simulate_studies
-
     design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
                                abx_accuracy={"target": accuracy}, **variability)
-    abx, _ = simulate_studies(design, n_simulations, seed)
-    job, conditions = lme4.abx_job(abx, unit="source", by="study")
-    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
-    verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha)
-                          for f in fits])
-    n = len(fits)
-    share = {"distinguishable": float(verdicts["distinguishable"].mean()),
-             "equivalent": float(verdicts["equivalent"].mean())}
-    return {"power_distinguishable": share["distinguishable"],
-            "power_equivalent": share["equivalent"],
+    verdicts, n = simulated_realism_verdicts(design, n_simulations, seed, margin, alpha, cores)
+    return {"power_distinguishable": float(verdicts["distinguishable"].mean()),
+            "power_equivalent": float(verdicts["equivalent"].mean()),
             "mc_se": float(np.sqrt(0.25 / n)), "simulations": n,
             "failed_fits": n_simulations - n}
+
+
+def simulate_lmm_power(
+    shift: float,
+    participants: int,
+    sources: int = 8,
+    repeats: int = 1,
+    alpha: float = 0.05,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> dict[str, float]:
+    """Power of the report's rating-shift test, by simulating and refitting the crossed LMM.
+
+    The counterpart of :func:`simulate_glmm_power` for ratings (simr's approach, Green &
+    MacLeod 2016): studies are drawn from the linear mixed model of
+    :class:`analysis.calibration.CalibrationDesign` (listener, listener x condition, source and
+    clip random effects, residual noise; 1-9 ratings rounded and clipped), one generated
+    condition shifted by ``shift`` points against the reference, every listener rating every
+    (source, condition) cell ``repeats`` times; keyword ``variability`` overrides the SDs
+    (``rating_unit_sd=0.5``, ``rating_clip_sd=0.6``, ...). Each study is refitted by lme4 down
+    the report's :data:`analysis.lme4.RATING_LADDER` (REML, Satterthwaite t), in one R session.
+
+    :func:`simulate_rating_power` (paired t over listeners) ignores the clip variance, which a
+    shift has to generalise over: with few sources this simulation gives the lower, honest
+    power. Returns the share of studies whose two-sided test has p < ``alpha``
+    (``power_shifted``), the share also in the true direction (``power_right_direction``),
+    the coverage of the 95% intervals and the mean estimate (both checks of the model), the
+    Monte Carlo SE of a share (at most ``sqrt(0.25 / n)``), and the numbers of simulations and
+    failed fits. Slow (an R fit per study), so no worked example here; see
+    tests/analysis/test_analysis_power.py.
+    """
+    design = CalibrationDesign(participants=participants, sources=sources,
+                               rating_repeats=repeats, abx_repeats=1,
+                               abx_accuracy={"unused": 0.5},
+                               rating_shift={"reference": 0.0, "target": shift}, **variability)
+    shifts, n = simulated_rating_shifts(design, n_simulations, seed, cores)
+    significant = shifts["pval"] < alpha
+    right_way = np.sign(shifts["coef"]) == np.sign(shift) if shift else significant
+    return {"power_shifted": float(significant.mean()),
+            "power_right_direction": float((significant & right_way).mean()),
+            "coverage": float(((shifts["ci_low"] <= shift) & (shift <= shifts["ci_high"])).mean()),
+            "mean_estimate": float(shifts["coef"].mean()),
+            "mc_se": float(np.sqrt(0.25 / n)), "simulations": n,
+            "failed_fits": n_simulations - n}
+
+
+# The truths a planning table is simulated at: a condition listeners cannot tell from the real
+# recording (equivalence power; its "distinguishable" share is the false-positive rate), one
+# on the default equivalence margin, and a clearly audible one.
+PLANNING_ACCURACIES = (0.5, 0.6, 0.7)
+# The true valence shifts (scale points, against the reference) a rating table is simulated
+# at: none (its "shifted" share is the false-positive rate), moderate and large for a 1-9 scale.
+PLANNING_SHIFTS = (0.0, 0.5, 1.0)
+
+
+def glmm_power_table(
+    participants: int,
+    sources: int,
+    sources_heard: int,
+    repeats: int = 1,
+    accuracies: tuple[float, ...] = PLANNING_ACCURACIES,
+    margin: float = 0.1,
+    alpha: float = 0.05,
+    max_conditions: int = 6,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> pd.DataFrame:
+    """One design's rows of the planning table: realism verdict power per true accuracy.
+
+    Simulates the design the study app schedules (each listener hears ``sources_heard`` of
+    the ``sources`` per condition, ``repeats`` times, a different share per listener; see
+    :attr:`analysis.calibration.CalibrationDesign.abx_sources_heard`), one condition per
+    entry of ``accuracies``, and fits every study by lme4 down the report's ladder. The
+    report corrects across its conditions by Holm; a study with ``k`` generated conditions is
+    planned with Bonferroni's ``alpha / k``, Holm's first step and so a lower bound on Holm's
+    power (columns ``distinguishable_k``, ``equivalent_k`` for k = 1 .. ``max_conditions``).
+
+    Returns one row per accuracy with the design, those shares, the interval coverage (a
+    check of the model on this design), the Monte Carlo SE of a share and the failed fits.
+    """
+    names = {f"acc{round(100 * a):02d}": a for a in accuracies}
+    design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
+                               abx_sources_heard=sources_heard, abx_accuracy=names,
+                               **variability)
+    verdicts, n = simulated_realism_verdicts(design, n_simulations, seed, margin, alpha, cores)
+    rows = []
+    for name, accuracy in names.items():
+        rows_of = verdicts[verdicts["condition"] == name]
+        row = {"participants": participants, "sources": sources,
+               "sources_heard": sources_heard, "repeats": repeats, "accuracy": accuracy}
+        for k in range(1, max_conditions + 1):
+            row[f"distinguishable_{k}"] = float((rows_of["pval"] < alpha / k).mean())
+            row[f"equivalent_{k}"] = float((rows_of["tost_pval"] < alpha / k).mean())
+        row["coverage"] = float(((rows_of["ci_low"] <= accuracy)
+                                 & (accuracy <= rows_of["ci_high"])).mean())
+        row["simulations"] = len(rows_of)
+        row["failed_fits"] = n_simulations - n
+        row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lmm_power_table(
+    participants: int,
+    sources: int,
+    sources_heard: int,
+    shifts: tuple[float, ...] = PLANNING_SHIFTS,
+    alpha: float = 0.05,
+    max_conditions: int = 6,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> pd.DataFrame:
+    """One design's rows of the rating planning table: shift-test power per true shift.
+
+    The counterpart of :func:`glmm_power_table` for the report's rating LMM: each listener
+    rates ``sources_heard`` of the ``sources`` per condition (the reference is one of the
+    conditions, as in the app's emotion-rating block), one condition per entry of ``shifts``
+    plus the reference; each study is refitted by lme4 down the report's rating ladder (REML,
+    Satterthwaite t). Columns ``shifted_k``: share of studies whose two-sided test has
+    ``p < alpha / k`` (Bonferroni for k generated conditions, a lower bound on Holm's power).
+    """
+    names = {f"shift{round(100 * d):03d}": d for d in shifts}
+    design = CalibrationDesign(participants=participants, sources=sources,
+                               rating_sources_heard=sources_heard, rating_repeats=1,
+                               abx_repeats=1, abx_accuracy={"unused": 0.5},
+                               rating_shift={"reference": 0.0, **names}, **variability)
+    table, n = simulated_rating_shifts(design, n_simulations, seed, cores)
+    rows = []
+    for name, shift in names.items():
+        rows_of = table[table["condition"] == name]
+        row = {"participants": participants, "sources": sources,
+               "sources_heard": sources_heard, "shift": shift}
+        for k in range(1, max_conditions + 1):
+            row[f"shifted_{k}"] = float((rows_of["pval"] < alpha / k).mean())
+        row["coverage"] = float(((rows_of["ci_low"] <= shift)
+                                 & (shift <= rows_of["ci_high"])).mean())
+        row["simulations"] = len(rows_of)
+        row["failed_fits"] = n_simulations - n
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -41,6 +41,7 @@ from .design import (
 from .export import export_files, responses_csv
 from .extensions import db
 from .models import LoginFailure, Participant, Researcher, StimulusSet, Study
+from .power_hint import power_hints
 from .services import (
     ExternalIds,
     catalog_for,
@@ -366,12 +367,16 @@ def save_design(slug: str):
 def check_design(slug: str):
     """Validate without saving (the designer checks as the researcher types)."""
     study = _own_study(slug)
+    power: list[dict] = []
     try:
         design = normalize_design(_design_body()["design"])
-        problems = design_problems(design, catalog_for(study.stimulus_set))
+        catalog = catalog_for(study.stimulus_set)
+        problems = design_problems(design, catalog)
+        if not problems:
+            power = power_hints(design, catalog)
     except DesignError as exc:
         problems = exc.problems
-    return {"ok": not problems, "problems": problems}
+    return {"ok": not problems, "problems": problems, "power": power}
 
 
 @bp.get("/studies/<slug>/design.yaml")

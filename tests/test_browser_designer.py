@@ -71,6 +71,10 @@ def test_researcher_designs_previews_opens_and_monitors(app, live_server, chromi
     page.wait_for_selector("#designer-problems.saved")
     assert page.inner_text("#designer-problems") == "Saved."
     assert page.locator(".block-card").count() == 3  # the study card and two blocks
+    # The ABX block's power hint: one trial over the demo set's 4 sources is below every
+    # simulated design, and the hint says so instead of showing numbers.
+    page.wait_for_selector("#designer-power .power-hint[data-block=abx]")
+    assert "smaller than every simulated design" in page.inner_text("#designer-power")
 
     # Preview opens a participant session in a new tab; it is marked and not counted.
     with researcher.expect_page() as new_tab:

@@ -36,13 +36,82 @@
     problems.forEach(function (p) { box.appendChild(el("p", { text: p })); });
   }
 
+  function percent(value) {
+    return value === null || value === undefined ? "–" : Math.round(100 * value) + " %";
+  }
+
+  // The power of the report's verdicts for each ABX and emotion-rating block, from the
+  // simulated tables the server reads (study_app/power_hint.py), with the design it was read
+  // at and what the simulation assumed.
+  function assumptionsText(hint) {
+    const a = hint.assumptions;
+    const n = a.simulations_per_design;
+    const common = "Simulated: " + n + " studies per design drawn from the model the report " +
+      "fits and refitted by lme4 (Monte Carlo SE at most " + percent(Math.sqrt(0.25 / n)) + "); ";
+    if (hint.kind === "realism") {
+      const sd = a.variance_sd_logit;
+      return common + "logit SDs: listener " + sd.participant_sd + ", listener × condition " +
+        sd.participant_condition_sd + ", source " + sd.unit_sd + ", clip " + sd.clip_sd +
+        "; equivalence margin ±" + a.equivalence_margin + ", alpha " + a.alpha +
+        ". Accuracy is that of a typical listener on a typical clip (the model's estimate).";
+    }
+    const sd = a.variance_sd_points;
+    return common + "SDs in scale points: listener " + sd.participant_sd +
+      ", listener × condition " + sd.participant_condition_sd + ", source " + sd.unit_sd +
+      ", clip " + sd.clip_sd + ", rating noise " + sd.noise_sd + "; alpha " + a.alpha +
+      ", two-sided. A shift is the condition's mean valence minus the reference's.";
+  }
+
+  function showPower(hints) {
+    const box = document.getElementById("designer-power");
+    if (!box) return;
+    box.replaceChildren();
+    if (!hints || !hints.length) { box.hidden = true; return; }
+    box.hidden = false;
+    box.appendChild(el("h2", { text: "Power of the report's tests" }));
+    hints.forEach(function (hint) {
+      const d = hint.design;
+      const what = hint.kind === "realism" ? "ABX block " : "Emotion-rating block ";
+      const parts = [el("h3", { text: what + hint.block }),
+        el("p", { text: d.conditions + " generated condition" + (d.conditions === 1 ? "" : "s") +
+          " against the reference; " + d.sources + " source recordings; each listener hears " +
+          d.sources_heard + " of them per condition." })];
+      if (hint.rows.length) {
+        const head = el("tr", {}, [el("th", { scope: "col", text: "Listeners" })].concat(
+          hint.questions.map(function (q) { return el("th", { scope: "col", text: q }); })));
+        const body = hint.rows.map(function (row) {
+          const mark = hint.cap && row.participants <= hint.cap ? " (within your cap)" : "";
+          return el("tr", {}, [el("th", { scope: "row", text: row.participants + mark })].concat(
+            hint.questions.map(function (_, i) { return el("td", { text: percent(row["q" + i]) }); })));
+        });
+        parts.push(el("div", { class: "table-scroll", tabindex: "0", role: "region",
+          "aria-label": "power of block " + hint.block }, [el("table", { class: "power-table" },
+          [el("thead", {}, [head]), el("tbody", {}, body)])]));
+        const needed = [];
+        hint.questions.forEach(function (q, i) {
+          if (!hint.is_power[i]) return;
+          const n = hint.needed["q" + i];
+          needed.push(q + ": " + (n ? n + " listeners" : "more listeners than simulated"));
+        });
+        parts.push(el("p", { text: "For 80 % power, " + needed.join("; ") + "." }));
+      }
+      hint.notes.forEach(function (note) { parts.push(el("p", { class: "note", text: note })); });
+      parts.push(el("p", { class: "note", text: assumptionsText(hint) }));
+      box.appendChild(el("section", { class: "power-hint", "data-block": hint.block }, parts));
+    });
+  }
+
+  function check(okText) {
+    post(root.dataset.check, { design: state.design }).then(function (result) {
+      showProblems(result.problems, result.ok ? okText : "");
+      state.power = result.power;
+      showPower(result.power);
+    });
+  }
+
   function changed() {
     clearTimeout(checkTimer);
-    checkTimer = setTimeout(function () {
-      post(root.dataset.check, { design: state.design }).then(function (result) {
-        showProblems(result.problems, result.ok ? "No problems found. Not saved yet." : "");
-      });
-    }, 400);
+    checkTimer = setTimeout(function () { check("No problems found. Not saved yet."); }, 400);
   }
 
   function labelled(text, input, extraClass) {
@@ -224,8 +293,10 @@
       el("div", { id: "blocks" }, state.design.blocks.map(renderBlock)),
       controls,
       el("div", { id: "designer-problems", "aria-live": "polite" }),
+      el("div", { id: "designer-power", hidden: true }),
     ];
     root.replaceChildren.apply(root, parts.filter(Boolean));
+    showPower(state.power);
   }
 
   function save() {
@@ -243,5 +314,5 @@
 
   fetch(root.dataset.source, { credentials: "same-origin" })
     .then(function (response) { return response.json(); })
-    .then(function (data) { state = data; render(); });
+    .then(function (data) { state = data; render(); check(""); });
 })();
