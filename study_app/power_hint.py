@@ -159,8 +159,9 @@ def power_hint(
                  "nominally 5 % over the block's conditions; with few answers per source they "
                  "can be higher.")
     if design.conditions > 1:
-        notes.append(f"{design.conditions} conditions: corrected as the report's Holm "
-                     f"correction at worst (alpha / {design.conditions}).")
+        notes.append(f"{design.conditions} conditions: planned at alpha / "
+                     f"{design.conditions} (Bonferroni), the strictest step of the report's "
+                     "Holm correction.")
     if design.conditions > k:
         notes.append(f"More conditions than simulated ({k}): the correction shown is for "
                      f"{k}, so the power shown may be too high.")

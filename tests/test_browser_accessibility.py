@@ -11,6 +11,7 @@ axe-core is vendored (tests/vendor/axe-core, see its README): no npm at test tim
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ from flow import current, valid_answer
 from sqlalchemy import select
 from test_browser_e2e import no_horizontal_scroll, trial_type
 
+from study_app.demo_set import build_demo_set
 from study_app.design import read_design_file
 from study_app.extensions import db
 from study_app.models import Participant, Researcher, Study
-from study_app.services import create_study
+from study_app.services import create_study, import_stimulus_set
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -132,7 +134,26 @@ def inject_axe(page) -> None:
     assert page.evaluate("typeof window.axe === 'object'"), "axe did not load"
 
 
-def test_every_page_passes_axe(app, live_server, chromium):
+def eight_source_draft(app, folder: Path) -> str:
+    """A draft with an ABX and an emotion-rating block on an eight-source demo set: both
+    power hints then show their tables. Returns its slug."""
+    build_demo_set(folder / "eight", n_sources=8, duration=1.0)
+    manifest = json.loads((folder / "eight" / "manifest.json").read_text())
+    manifest["name"] = "demo-eight"
+    (folder / "eight" / "manifest.json").write_text(json.dumps(manifest))
+    with app.app_context():
+        import_stimulus_set(folder / "eight", Path(app.config["MEDIA_DIR"]))
+        design = {"slug": "power-draft", "title": "Power hints", "stimulus_set": "demo-eight",
+                  "blocks": [
+                      {"id": "abx", "type": "abx",
+                       "conditions": ["sine_resynthesis", "shuffled_notes"]},
+                      {"id": "emotion", "type": "emotion_rating",
+                       "conditions": ["reference", "sine_resynthesis"]}]}
+        return create_study(design, db.session.scalar(select(Researcher)),
+                            status="draft").slug
+
+
+def test_every_page_passes_axe(app, live_server, chromium, tmp_path):
     client = app.test_client()
     with app.app_context():
         study = db.session.scalar(select(Study))
@@ -142,6 +163,7 @@ def test_every_page_passes_axe(app, live_server, chromium):
             db.session.scalar(select(Researcher)),
             status="draft",
         ).slug
+    power_draft = eight_source_draft(app, tmp_path)
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -215,6 +237,15 @@ def test_every_page_passes_axe(app, live_server, chromium):
     page.goto(f"{live_server}/researcher/studies/{draft}/")
     page.wait_for_selector("#designer .block-card")
     audit.check("designer (draft)")
+    # The designer's power hints with their tables: a draft on an eight-source set (the demo
+    # set's four are below every simulated design, and its hint has no table).
+    page.goto(f"{live_server}/researcher/studies/{power_draft}/")
+    page.wait_for_selector("#designer-power table.power-table >> nth=1")
+    audit.check("designer (power hints)")
+    if os.environ.get("SIGHTSOUND_SCREENSHOTS"):
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.locator("#designer-power").screenshot(
+            path=str(Path(os.environ["SIGHTSOUND_SCREENSHOTS"]) / "designer-power.png"))
     page.goto(f"{live_server}/researcher/studies/{slug}/dashboard")
     page.wait_for_selector("#participants tbody tr")
     audit.check("dashboard")
