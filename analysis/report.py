@@ -61,10 +61,10 @@ def analyse(
     # statistics below are computed here, and its tables keep their place in the report.
     with start_mixed_models(abx, ratings, config) as pending:
         tables["exclusions"] = excluded.table
-        variants = {"": excluded.kept, "_no_exclusions": export.responses}
-        for suffix, responses in variants.items():
-            variant_abx = abx_trials(responses)
-            variant_ratings = rating_trials(responses)
+        variants = {"": (abx, ratings),
+                    "_no_exclusions": (abx_trials(export.responses),
+                                       rating_trials(export.responses))}
+        for suffix, (variant_abx, variant_ratings) in variants.items():
             if len(variant_abx):
                 tables["realism" + suffix] = realism.summarize(
                     variant_abx, config.equivalence_margin, config.alpha
@@ -133,6 +133,10 @@ class PendingMixedModels:
         self.pending = lme4.start_jobs(jobs, cores=config.r_cores) if jobs else None
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """Wait for R; ``realism_glmm``: the verdicts per condition
+        (:func:`analysis.realism.glmm_verdicts`); ``rating_mixed_model``: shifts against the
+        reference per dimension (:func:`analysis.agreement.rating_shifts`), Holm across
+        conditions within a dimension."""
         if self.pending is None:
             return {}
         results = self.pending.result()
@@ -172,19 +176,6 @@ def start_mixed_models(
 ) -> PendingMixedModels:
     """Start the realism GLMM and the rating LMMs in one background R run."""
     return PendingMixedModels(abx, ratings, config)
-
-
-def mixed_model_tables(
-    abx: pd.DataFrame, ratings: pd.DataFrame, config: ReportConfig
-) -> dict[str, pd.DataFrame]:
-    """The realism GLMM and the rating LMMs (lme4, all participants), in one R run.
-
-    ``realism_glmm``: the verdicts per condition (:func:`analysis.realism.glmm_verdicts`);
-    ``rating_mixed_model``: shifts against the reference per dimension
-    (:func:`analysis.agreement.rating_shifts`), Holm across conditions within a dimension.
-    """
-    with start_mixed_models(abx, ratings, config) as pending:
-        return pending.tables()
 
 
 def new_trial_type_tables(

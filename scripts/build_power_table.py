@@ -16,7 +16,7 @@ Resumable: designs already in the file (with the same assumptions) are kept, the
 missing ones run first, and the file is rewritten after each design, so a run cut short by
 ``--budget-minutes`` leaves a smaller, still valid table. Every design uses its own seed
 (derived from its numbers), so a row can be recomputed on its own and must come out the same
-(tests/analysis/test_power_table.py does that for one row).
+(tests/analysis/test_analysis_power.py does that for one row of each table).
 """
 
 from __future__ import annotations
