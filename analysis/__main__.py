@@ -79,13 +79,22 @@ def main(argv: list[str] | None = None) -> int:
                                   tagger_path=args.tagger, transcriber=transcriber)
             print(f"wrote {args.out}/objective.csv and objective.json ({len(table)} clips)")
             for condition, entry in table.attrs["frechet"].items():
+                # MMD first: unbiased at any set size, it is the between-set test to read
+                mmd = table.attrs["mmd"][condition]
+                print(f"MMD^2 {condition}: {mmd['mmd2']:.3g} (95% {mmd['mmd2_ci_low']:.3g} "
+                      f"to {mmd['mmd2_ci_high']:.3g}; permutation p = {mmd['mmd_pval']:.3g}; "
+                      f"{mmd['clips']} vs {mmd['reference_clips']} clips)")
                 print(f"Frechet distance {condition}: {entry['frechet_distance']:.3g} "
                       f"(bootstrap 95% {entry['frechet_ci_low']:.3g}-"
                       f"{entry['frechet_ci_high']:.3g}; "
                       f"{entry['samples']} vs {entry['reference_samples']} samples, "
                       f"{entry['dimensions']} dimensions"
-                      + ("; biased: fewer samples than dimensions)" if
+                      + ("; biased: small-set bias is a large share)" if
                          entry["frechet_bias_warning"] else ")"))
+                print(f"FAD-inf {condition}: {entry['fad_inf']:.3g} (95% "
+                      f"{entry['fad_inf_ci_low']:.3g} to {entry['fad_inf_ci_high']:.3g}"
+                      + (")" if entry["fad_inf_extrapolable"] else
+                         "; too few samples to extrapolate)"))
     except (ExportError, OSError, ValueError, RuntimeError) as error:
         # A refused or unreadable export: status 2 and the problems, never a partial report
         # (OSError: a missing or unreadable file; ValueError includes bad JSON and CSV).

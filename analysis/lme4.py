@@ -8,12 +8,16 @@ set as a CSV with plain codes, runs ``Rscript analysis/r/fit_mixed.R`` once for 
 reads one JSON file back.
 
 Random-effect structures are tried in the order of a *ladder* (``ABX_LADDER``,
-``RATING_LADDER``): the first fit that converges and is not singular is used. A singular fit
-names its degenerate terms (a variance of zero or a correlation of +-1), and later structures
-containing those terms are skipped. If nothing qualifies, the last fit that converged is used
-and the result says so (``MixedFit.reason``). References: Barr, Levy, Scheepers & Tily (2013),
-J Mem Lang 68:255 (keep it maximal); Bates, Kliegl, Vasishth & Baayen (2015), arXiv:1506.04967,
-and Matuschek et al. (2017), J Mem Lang 94:305 (reduce what the data cannot support).
+``RATING_LADDER``): the first fit that converges and is not singular is used. A singular
+linear mixed model is refitted with a second optimiser first (bobyqa; Nelder-Mead if bobyqa
+fails), and the fit with the lower criterion is kept (``MixedFit.optimizer``). A singular fit
+names its degenerate terms (a variance of zero or a correlation of +-1); the same structure
+without them is tried next, and a later structure is skipped only when it would reach the same
+singular optimum (it keeps a degenerate term and drops nothing else). If nothing qualifies,
+the last fit that converged is used and the result says so (``MixedFit.reason``).
+References: Barr, Levy, Scheepers & Tily (2013), J Mem Lang 68:255 (keep it maximal); Bates,
+Kliegl, Vasishth & Baayen (2015), arXiv:1506.04967, and Matuschek et al. (2017), J Mem Lang
+94:305 (reduce what the data cannot support).
 
 Missing R, lme4, lmerTest or jsonlite is an error naming the Debian packages; there is no
 fallback to another fitting method.
@@ -116,6 +120,9 @@ class MixedFit:
     converged: bool
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    # The optimiser of the fit used: nloptwrap, or a second one that reached a lower
+    # criterion after a singular fit (fit_mixed.R, check_singular_fit).
+    optimizer: str = "nloptwrap"
 
 
 @cache
@@ -278,6 +285,7 @@ def _mixed_fit(raw: dict, seconds: float) -> MixedFit | None:
         singular=bool(chosen["singular"]),
         converged=bool(chosen["converged"]),
         seconds=seconds,
+        optimizer=str(chosen.get("optimizer") or "nloptwrap"),
     )
 
 
@@ -296,12 +304,36 @@ def describe_attempts(attempts: list[dict], chosen: int) -> str:
             text += ", degenerate " + ", ".join(attempt["degenerate"])
         if attempt.get("started_from_previous"):
             text += " (started from the previous fit's estimates)"
+        if attempt.get("optimizers_tried"):
+            text += f" ({optimizer_check(attempt)})"
+        elif index == chosen and attempt.get("optimizer"):
+            text += f" (optimiser {attempt['optimizer']})"
         if attempt["status"] in ("not converged", "error", "skipped") and attempt.get("notes"):
             text += f" ({'; '.join(str(n) for n in attempt['notes'])[:200]})"
         if index == chosen and attempt["status"] != "accepted":
             text += " -> used anyway: no structure converged without a singular fit"
         parts.append(text)
     return "; ".join(parts)
+
+
+def optimizer_check(attempt: dict) -> str:
+    """What the second optimiser found after a singular fit, and which fit was kept.
+
+    >>> optimizer_check({"optimizer": "bobyqa", "optimizers_tried": [
+    ...     {"optimizer": "nloptwrap", "converged": True, "singular": True,
+    ...      "criterion": 56538.320},
+    ...     {"optimizer": "bobyqa", "converged": True, "singular": False,
+    ...      "criterion": 56537.932}]})
+    'criterion: nloptwrap 56538.320 singular, bobyqa 56537.932; kept the bobyqa fit'
+    """
+    found = []
+    for check in attempt["optimizers_tried"]:
+        if not check.get("converged") or check.get("criterion") is None:
+            found.append(f"{check['optimizer']} did not converge")
+        else:
+            state = " singular" if check.get("singular") else ""
+            found.append(f"{check['optimizer']} {float(check['criterion']):.3f}{state}")
+    return f"criterion: {', '.join(found)}; kept the {attempt['optimizer']} fit"
 
 
 def _floats(values: list | float | None) -> np.ndarray:

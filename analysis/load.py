@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.deviations import PlanError, read_plan
+
 EXPORT_FORMAT = "sightsound-export/1"
 GEMS_WORDS = (
     "wonder",
@@ -190,6 +192,8 @@ class Export:
 
     responses: pd.DataFrame
     study: dict[str, Any]
+    # preregistration.json beside study.json (issue 22), None when the study had no plan.
+    preregistration: dict[str, Any] | None = None
 
     @property
     def design(self) -> dict[str, Any]:
@@ -267,7 +271,11 @@ def read_export(responses: str | Path, study: str | Path) -> Export:
         raise ExportError(_named(error.problems, responses, study), files) from None
     if problems:
         raise ExportError(_named(problems, responses, study), files)
-    return Export(responses=typed, study=study_data)
+    try:
+        plan = read_plan(study)
+    except PlanError as error:
+        raise ExportError([str(error)], files) from None
+    return Export(responses=typed, study=study_data, preregistration=plan)
 
 
 def _named(problems: list[str], responses: str | Path, study: str | Path) -> list[str]:
@@ -286,8 +294,7 @@ def _named(problems: list[str], responses: str | Path, study: str | Path) -> lis
 def _read_responses(path: str | Path) -> pd.DataFrame:
     """The raw table, all strings; a record with another number of fields than the header (a
     file cut in the middle of a line, a stray comma) is an error, not a row of empty cells."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        text = handle.read()
+    text = _read_utf8(path, "responses.csv")
     if not text.strip():
         raise ExportError(["responses.csv: the file is empty (not even a header)"])
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -304,12 +311,27 @@ def _read_responses(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
 
 
+def _read_utf8(path: str | Path, name: str) -> str:
+    """The file's text; a file in another encoding (a spreadsheet's Latin-1 "CSV") is refused
+    with the line and byte where it stops being UTF-8, not with Python's bare codec message."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ExportError([
+            f"{name}: line {line}, byte {column} of the line (0x{data[error.start]:02x}) is not "
+            "UTF-8; the export must be UTF-8 (saved by a spreadsheet in another encoding? "
+            "save it again as 'CSV UTF-8', or re-export it from the app)"
+        ]) from None
+
+
 def read_study(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ExportError([f"study.json: not valid JSON ({error})"]) from None
+    try:
+        data = json.loads(_read_utf8(path, "study.json"))
+    except json.JSONDecodeError as error:
+        raise ExportError([f"study.json: not valid JSON ({error})"]) from None
     problems = []
     if not isinstance(data, dict):
         raise ExportError([f"{path}: top level must be a JSON object"])
@@ -816,9 +838,22 @@ def _check_counts(responses: pd.DataFrame, study: dict[str, Any], problems: list
     n_complete = int(complete.sum())
     if completed > n_complete:
         last = person.iloc[-1]
-        detail = ""
-        if not complete[last]:
-            detail = f" with participant {last}, who has {have[last]} of the {gives} rows"
+        # Where the file ends says whether it was cut short: the last participant has fewer
+        # rows than the design gives. More rows than it gives is another problem (reported
+        # per block above), not a sign of rows missing.
+        if have[last] < gives:
+            ending = (
+                f"; rows are missing: the file ends at line {len(responses) + 1} with "
+                f"participant {last}, who has {have[last]} of the {gives} rows the design "
+                "gives each participant (cut short?)"
+            )
+        elif have[last] > gives:
+            ending = (
+                f"; the file's last participant, {last}, has {have[last]} rows where the "
+                f"design gives {gives} (a study.json of another design?)"
+            )
+        else:
+            ending = f"; rows are missing: the file ends at line {len(responses) + 1} (cut short?)"
         incomplete = [str(p) for p in people if not complete[p]]
         listed = ", ".join(incomplete[:5]) + (
             f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
@@ -826,8 +861,7 @@ def _check_counts(responses: pd.DataFrame, study: dict[str, Any], problems: list
         problems.append(
             f"responses.csv: study.json says {completed} participants completed, but only "
             f"{n_complete} of the {len(people)} participants here have all their rows "
-            f"(incomplete: {listed or 'none'}); rows are missing: the file ends at line "
-            f"{len(responses) + 1}{detail} (cut short?)"
+            f"(incomplete: {listed or 'none'}){ending}"
         )
 
 

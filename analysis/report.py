@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis import agreement, mos, mushra, preference, realism
+from analysis import agreement, deviations, mos, mushra, preference, realism
 from analysis.load import (
     ExclusionConfig,
     Export,
@@ -93,10 +94,23 @@ def analyse(
             later["unit_means"] = means.reset_index()
         if objective is not None and len(objective):
             later["objective_vs_listeners"] = objective_vs_listeners(objective, abx, ratings)
+        if objective is not None and objective.attrs.get("mmd"):
+            from analysis.objective import set_distance_table
+
+            later["set_distances"] = set_distance_table(objective.attrs.get("frechet", {}),
+                                                        objective.attrs["mmd"])
         later.update(new_trial_type_tables(excluded.kept, export.responses))
         tables.update(pending.tables())
     tables.update(later)
     tables["verdicts"] = verdict_table(tables, config)
+    if export.preregistration is not None:  # As planned / Deviations (issue 22)
+        tables["deviations"] = deviations.deviations(
+            export.preregistration, export.study, export.responses, tables,
+            alpha=config.alpha, margin=config.equivalence_margin, unit=config.unit,
+            exclusion_rules=config.exclusions.active_rules(),
+            analysed_participants=int(excluded.kept["participant"].nunique()))
+        tables["verdicts"] = deviations.label_verdicts(tables["verdicts"],
+                                                       export.preregistration)
     return tables
 
 
@@ -482,6 +496,11 @@ def report_from_files(
 ) -> dict[str, Any]:
     export = read_export(responses, study)
     objective = pd.read_csv(objective_csv) if objective_csv else None
+    # the set distances (MMD, Frechet, FAD-inf) are in the objective.json written beside it
+    beside = Path(objective_csv).with_name("objective.json") if objective_csv else None
+    if objective is not None and beside is not None and beside.exists():
+        saved = json.loads(beside.read_text(encoding="utf-8"))
+        objective.attrs.update({key: saved[key] for key in ("frechet", "mmd") if key in saved})
     return write_report(export, out_dir, config, objective)
 
 
@@ -637,7 +656,21 @@ def _figures(tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[tupl
             barmode="group",
         )
         figures.append(("ACR quality (P.808)", figure))
+    for _, figure in figures:
+        figure.update_layout(title=_figure_title(figure.layout.title.text or ""))
     return figures
+
+
+# Characters per title line: 40 at 14 px fit a 390 px phone screen (issue 21: plotly never
+# wraps a title, so longer ones were cut at the right edge).
+TITLE_CHARACTERS = 40
+
+
+def _figure_title(text: str) -> dict[str, Any]:
+    """A figure title broken into lines that fit a phone's width, with room made for them."""
+    lines = textwrap.wrap(text, TITLE_CHARACTERS, break_on_hyphens=False)
+    text = "<br>".join(html.escape(line, quote=False) for line in lines)
+    return {"text": text, "font": {"size": 14}, "automargin": True}
 
 
 TABLE_TITLES = {
@@ -654,6 +687,10 @@ TABLE_TITLES = {
     "gems_kappa": "GEMS words: Cohen's kappa with the reference per word",
     "fit": "Fit to video",
     "objective_vs_listeners": "Objective metrics vs listeners (Spearman per clip)",
+    "set_distances": "Each condition's clips against the reference clips (embeddings): the "
+    "MMD^2 permutation test is the between-set test (unbiased at any number of clips); the "
+    "Frechet distance is biased upwards for small sets (flag), FAD-inf removes that bias "
+    "where the sets are large enough to extrapolate",
     "mushra_post_screening": "MUSHRA post-screening (BS.1534-3: hidden reference < 90 in "
     "more than 15% of screens)",
     "mushra": "MUSHRA scores (0-100, 95% t CI), after post-screening",
@@ -697,6 +734,22 @@ MAX_COLUMNS = 10
 MAX_ROWS = 60
 COLUMN_LEGEND = {
     "condition": "generated condition",
+    "mmd2": "unbiased MMD^2 (Gaussian kernel, median-distance bandwidth); 0 in expectation "
+    "for equal distributions, can be negative",
+    "mmd2_ci_low": "lower end of the MMD^2 95% interval (permutation null, jackknife-scaled)",
+    "mmd2_ci_high": "upper end of the MMD^2 95% interval",
+    "mmd_pval": "permutation p-value of MMD^2 = 0 (clips permuted between the sets)",
+    "mmd_pval_holm": "the MMD p-value, Holm-corrected across conditions",
+    "frechet_distance": "Frechet distance of the embeddings' Gaussians, all clips (biased "
+    "upwards for small sets)",
+    "frechet_bias_warning": "true when small-set bias is a large share of the Frechet "
+    "distance (over 20% by FAD-inf, or too few samples to tell)",
+    "fad_inf": "FAD-inf: Frechet distance extrapolated to infinitely many clips",
+    "fad_inf_ci_low": "lower end of FAD-inf's 95% jackknife interval",
+    "fad_inf_ci_high": "upper end of FAD-inf's 95% jackknife interval",
+    "fad_inf_extrapolable": "false when half of a set has no more samples than dimensions: "
+    "FAD-inf then keeps much of the bias",
+    "reference_clips": "reference clips in the comparison",
     "dimension": "rating scale (valence or arousal, 1-9)",
     "accuracy": "proportion of correct ABX answers (mixed model: of a typical listener on a "
     "typical stimulus)",
@@ -853,6 +906,35 @@ def model_descriptions(tables: dict[str, pd.DataFrame]) -> list[str]:
     return lines
 
 
+def _plan_html(export: Export, tables: dict[str, pd.DataFrame]) -> str:
+    """The "As planned / Deviations" section (right after the verdicts), or, for an export
+    without a plan, one line saying so inside the verdicts section."""
+    record = export.preregistration
+    if record is None:
+        return f"<p id='no-preregistration'>{html.escape(deviations.NO_PLAN_LINE)}</p>"
+    table = tables["deviations"]
+    parts = ["<section id='preregistration'><h2>As planned / Deviations</h2>",
+             f"<p>{html.escape(deviations.summary_line(record, table))}</p>"]
+    # Deviations first, then the amendments, then what went as planned.
+    for status, heading in ((deviations.DEVIATION, "Deviations"),
+                            (deviations.AMENDMENT, "Amendments"),
+                            (deviations.AS_PLANNED, "As planned")):
+        rows = table[table["status"] == status]
+        if not len(rows) and status != deviations.DEVIATION:
+            continue
+        parts.append(f"<h3>{heading}</h3><ul>")
+        if not len(rows):
+            parts.append("<li>None.</li>")
+        for row in rows.itertuples():
+            text = (f"{row.item}: {row.analysed}" if status == deviations.AMENDMENT else
+                    f"{row.item}: planned {row.planned}; analysed {row.analysed}")
+            parts.append(f"<li class='{status.replace(' ', '-')}'>{html.escape(text)}"
+                         + (f" ({html.escape(row.note)})" if row.note else "") + "</li>")
+        parts.append("</ul>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def _p(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
@@ -908,8 +990,9 @@ def _html(export: Export, tables: dict[str, pd.DataFrame], config: ReportConfig)
     if verdicts is not None:
         parts.extend(f"<li>{html.escape(v)}</li>" for v in verdicts["verdict"])
     parts.append("</ul><p>Equivalence margin &plusmn;" f"{config.equivalence_margin}; alpha "
-                 f"{config.alpha}; Holm correction across conditions; seed {config.seed}.</p>"
-                 "</section>")
+                 f"{config.alpha}; Holm correction across conditions; seed {config.seed}.</p>")
+    parts.append(_plan_html(export, tables) + "</section>" if export.preregistration is None
+                 else "</section>" + _plan_html(export, tables))
     parts.append("<section id='analysed'><h2>Who was analysed</h2><ul>")
     parts.extend(f"<li>{html.escape(line)}</li>" for line in sample_sizes(export, tables))
     parts.append("</ul></section><section id='models'><h2>Models fitted</h2><ul>")
@@ -923,7 +1006,7 @@ def _html(export: Export, tables: dict[str, pd.DataFrame], config: ReportConfig)
                                     config={"responsive": True}))
         parts.append("</section>")
     for name, table in tables.items():
-        if name in ("participants", "unit_means", "verdicts"):
+        if name in ("participants", "unit_means", "verdicts", "deviations"):
             continue
         parts.append(f"<section class='table' id='table-{html.escape(name)}'>"
                      f"<h2>{html.escape(TABLE_TITLES.get(name, name))}</h2>")

@@ -11,6 +11,7 @@ import markdown
 import nh3
 from flask import Flask, redirect, send_from_directory, url_for
 from markupsafe import Markup
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Production behind TLS: SIGHTSOUND_SECURE_COOKIES=1 (docs/operations.md). Off by default
         # because `make demo` serves plain HTTP.
         SECURE_COOKIES=os.environ.get("SIGHTSOUND_SECURE_COOKIES", "") in ("1", "true", "yes"),
+        # How many reverse proxies in front of the app set X-Forwarded-For/-Proto (nginx: 1).
+        # 0, the default, trusts no such header: a client could write any address into it.
+        # Behind a proxy, 0 makes every client the proxy's address (docs/operations.md).
+        TRUSTED_PROXIES=os.environ.get("SIGHTSOUND_TRUSTED_PROXIES", "0"),
     )
     app.config.from_pyfile("config.py", silent=True)
     if test_config:
@@ -40,6 +45,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
+    proxies = trusted_proxies(app.config["TRUSTED_PROXIES"])
+    if proxies:
+        # The client address (login throttle, re-entry flags) and scheme (Secure cookies) come
+        # from the last `proxies` entries of X-Forwarded-For/-Proto, which our proxies wrote.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
     from . import cli, errors, models, participant, researcher  # noqa: F401 - models: tables
     from .extensions import csrf, db, login_manager, migrate
@@ -127,6 +137,15 @@ def render_markdown(text: str | None) -> Markup:
             url_relative="deny",
         )
     )
+
+
+def trusted_proxies(value: Any) -> int:
+    """TRUSTED_PROXIES as a count of proxies (0 to 5); anything else stops the app starting,
+    since a wrong count either trusts a forged address or sees only the proxy's."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) > 5:
+        raise ValueError(f"TRUSTED_PROXIES must be a number of proxies from 0 to 5, not {value!r}")
+    return int(text)
 
 
 def database_url(url: str | None, instance: Path) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "dithered_rendition",
     "read_wav_info",
     "read_wav_samples",
+    "waveform_peaks",
     "wav_bytes",
     "write_wav",
 ]
@@ -42,6 +43,7 @@ _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # KSDATAFORMAT_SUBTYPE_PCM: {00000001-0000-0010-8000-00aa00389b71}
 _PCM_SUBFORMAT = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 _FULL_SCALE_16 = 32767  # writing: +1.0 -> 32767, -1.0 -> -32767 (symmetric, so -x stays -x)
+PEAK_BUCKETS = 1024  # waveform_peaks: enough for a canvas 1024 device pixels wide
 
 
 @dataclass(frozen=True)
@@ -323,3 +325,33 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     dithered[(samples == 32767) & (noise == 1)] = 32767
     dithered[(samples == -32768) & (noise == -1)] = -32768
     return canonical[:44] + dithered.astype("<i2", copy=False).tobytes()
+
+
+def waveform_peaks(path: PathOrFile, buckets: int = PEAK_BUCKETS) -> bytes:
+    """A clip's waveform outline for drawing, in a body whose size never depends on the clip.
+
+    Layout (little-endian): uint32 frames, uint32 sample rate, then `buckets` pairs of int8
+    (min, max) over every channel, each bucket an equal share of the frames (an empty one, in
+    a clip shorter than `buckets` frames, is 0, 0), scaled so that 127 is full scale. Always
+    8 + 2 * buckets bytes: the page draws the open MUSHRA Reference from it without fetching
+    its audio, and a fixed size says nothing about the clip beyond its length in frames,
+    which the page may know (every clip of a segment has the same one).
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, not {buckets}")
+    samples, rate = read_wav_samples(path)
+    frames = samples.shape[0]
+    lows = np.zeros(buckets)
+    highs = np.zeros(buckets)
+    if frames:
+        edges = (np.arange(buckets + 1) * frames) // buckets
+        lo_per_frame = samples.min(axis=1).astype(np.float64)
+        hi_per_frame = samples.max(axis=1).astype(np.float64)
+        filled = edges[:-1] < edges[1:]
+        starts = edges[:-1][filled]
+        # (reduceat over the start of every non-empty bucket: each reduces up to the next start)
+        lows[filled] = np.minimum.reduceat(lo_per_frame, starts)
+        highs[filled] = np.maximum.reduceat(hi_per_frame, starts)
+    pairs = np.stack([lows, highs], axis=1)
+    scaled = np.clip(np.round(pairs * 127), -127, 127).astype(np.int8)
+    return struct.pack("<II", frames, rate) + scaled.tobytes()

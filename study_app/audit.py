@@ -1,13 +1,13 @@
 """Blinding audit: act as a participant who wants to cheat, and see whether anything the browser
 can observe predicts a clip's condition.
 
-For each media response of each trial we keep what a browser sees: URL, status, headers, body
-size, the WAV header (format, duration, chunks), the response time and whether the same bytes
-came earlier in the session. We never use the samples themselves: telling the sounds apart is the
-participant's task, not a leak. A nearest-centroid classifier, cross-validated across
-participants, predicts reference vs generated from those features; its balanced accuracy is
-compared with chance by a permutation test (Holm-adjusted over all tasks, familywise alpha
-0.05) and given a Wilson interval.
+For each media response of each trial (and each waveform outline a page fetches) we keep what
+a browser sees: URL, status, headers, body size, the WAV header (format, duration, chunks), the
+response time and whether the same bytes came earlier in the session. We never use the samples
+themselves: telling the sounds apart is the participant's task, not a leak. A nearest-centroid
+classifier, cross-validated across participants, predicts reference vs generated from those
+features; its balanced accuracy is compared with chance by a permutation test (Holm-adjusted
+over all tasks, familywise alpha 0.05) and given a Wilson interval.
 
 `audit_study(app, slug)` plays audit participants through an open study with the app's test
 client (enrolled as previews, deleted afterwards); `analyse(observations)` is pure and is what the
@@ -109,6 +109,8 @@ class _FormReader(HTMLParser):
 
 FORM_ACTION = re.compile(r'<form[^>]*id="trial-form"[^>]*\saction="([^"]+)"', re.S)
 MEDIA_SRC = re.compile(r'<(?:audio|video)[^>]*\ssrc="([^"]+)"')
+# The waveform outline a page's script fetches (MUSHRA's open Reference: participant.py `peaks`).
+PEAKS_SRC = re.compile(r'\sdata-peaks="([^"]+)"')
 
 
 def fill_form(html: str, rng: np.random.Generator) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def play_participant(client, step: str, index: int, rng, labels_for) -> list[Obs
         action = FORM_ACTION.search(html)
         if action is None:
             return observations
-        media = MEDIA_SRC.findall(html)
+        media = MEDIA_SRC.findall(html) + PEAKS_SRC.findall(html)
         trial_token = action.group(1).rsplit("/", 1)[1]
         truth = labels_for(trial_token)
         for url in media:
@@ -152,7 +154,10 @@ def play_participant(client, step: str, index: int, rng, labels_for) -> list[Obs
             elapsed = (time.perf_counter() - started) * 1000
             body = got.get_data()
             digest = hashlib.sha256(body).hexdigest()
-            slot = url.rsplit("/", 1)[1]
+            kind, slot = url.rsplit("/", 2)[1:]
+            # (an outline is of an open slot, which hides no condition: never labelled)
+            label = truth["slots"].get(slot) if kind == "m" else None
+            slot = slot if kind == "m" else f"{kind}/{slot}"
             observations.append(
                 Observation(
                     participant=index,
@@ -169,7 +174,7 @@ def play_participant(client, step: str, index: int, rng, labels_for) -> list[Obs
                     elapsed_ms=elapsed,
                     wav=wav_header(body),
                     seen_before=seen.get(digest, 0),
-                    label=truth["slots"].get(slot),
+                    label=label,
                 )
             )
             seen[digest] = seen.get(digest, 0) + 1

@@ -50,6 +50,7 @@ def study_summary(study: Study) -> dict[str, Any]:
         "too_fast_answers": sum(r["too_fast"] for r in rows),
         "unheard_answers": sum(r["unheard"] for r in rows),
         "too_quick_answers": sum(r["too_quick"] for r in rows),
+        "possible_reentries": sum(bool(r["possible_reentry_of"]) for r in rows),
         "median_completion_seconds": statistics.median(durations) if durations else None,
         "max_completed": study.design["completion"].get("max_completed"),
         "responses_per_block": [
@@ -96,6 +97,9 @@ def participant_row(
         "too_quick": len(quality.too_quick_trials & exported),
         "screened_out": participant.screened_out,
         "excluded": quality.excluded or participant.screened_out,
+        # A flag to look at, not an exclusion (reentry.py; docs/operations.md)
+        "possible_reentry_of": participant.possible_reentry_of,
+        "reentry_evidence": participant.reentry_evidence,
     }
 
 

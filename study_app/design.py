@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .catalog import Catalog
-from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types, get_trial_type
+from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types, get_trial_type, quoted_names
 
 DESIGN_FORMAT = "sightsound-design/1"
 TOP_LEVEL_KEYS = {"format", "slug", "title", "stimulus_set", "completion", "blocks"}
@@ -202,7 +202,7 @@ def normalize_design(data: dict[str, Any]) -> dict[str, Any]:
     design = copy.deepcopy(data)
     unknown = set(design) - TOP_LEVEL_KEYS
     if unknown:
-        problems.append(f"unknown top-level keys: {sorted(unknown)}")
+        problems.append(f"unknown top-level keys: {quoted_names(sorted(unknown))}")
     if design.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
         problems.append(f"'format' must be {DESIGN_FORMAT!r}")
     design["format"] = DESIGN_FORMAT
@@ -250,7 +250,10 @@ def normalize_design(data: dict[str, Any]) -> dict[str, Any]:
         allowed = COMMON_BLOCK_OPTIONS | types[block_type].options
         unknown = set(block) - set(allowed)
         if unknown:
-            problems.append(f"{where} ({block_type}): unknown options {sorted(unknown)}")
+            # (at most ten named: a body can hold thousands)
+            problems.append(
+                f"{where} ({block_type}): unknown options {quoted_names(sorted(unknown))}"
+            )
         block_id = block.get("id")
         if not isinstance(block_id, str) or not BLOCK_ID.match(block_id):
             problems.append(f"{where}: 'id' must be 1-40 letters, digits, '_' or '-'")

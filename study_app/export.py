@@ -17,6 +17,7 @@ from . import __version__
 from .extensions import db
 from .listening import ListeningEvidence
 from .models import Participant, Study, Trial, as_utc, utcnow
+from .prereg_store import record_json
 from .quality import assess, elapsed_ms, fetch_log
 from .trial_types import all_trial_types, get_trial_type
 
@@ -69,6 +70,9 @@ CORE_COLUMNS = (
     "media_fetched",
     "flag_unheard",
     "flag_too_quick",
+    # Possible re-entry under another PROLIFIC_PID (reentry.py): flags, never exclusions.
+    "possible_reentry_of",
+    "reentry_evidence",
 )
 
 
@@ -117,6 +121,8 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
                 "flag_failed_screening": int(quality.failed_screening),
                 "flag_failed_catch": int(quality.failed_catch),
                 "flag_too_fast": int(too_fast),
+                "possible_reentry_of": participant.possible_reentry_of,
+                "reentry_evidence": participant.reentry_evidence,
                 **_listening_columns(quality.listening[trial.id]),
             }
             for fields in trial_type.export_rows(trial.spec, answer):
@@ -192,13 +198,18 @@ def summary_tables(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def export_files(study: Study) -> dict[str, str]:
-    """Every file of an export: responses.csv, study.json and any summary tables."""
+    """Every file of an export: responses.csv, study.json, any summary tables, and
+    preregistration.json when the study was opened with a plan (issue 22)."""
     rows = list(response_rows(study))
-    return {
+    files = {
         "responses.csv": responses_csv(study, rows),
         "study.json": json.dumps(study_json(study), indent=2) + "\n",
         **summary_tables(rows),
     }
+    plan = record_json(study)
+    if plan is not None:
+        files["preregistration.json"] = plan
+    return files
 
 
 def study_json(study: Study) -> dict[str, Any]:

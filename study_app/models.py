@@ -129,6 +129,8 @@ class Participant(db.Model):
             "study_id", "public_number", name="uq_participants_study_id_public_number"
         ),
         UniqueConstraint("study_id", "external_id"),
+        Index("ix_participants_study_id_browser_tag", "study_id", "browser_tag"),
+        Index("ix_participants_study_id_client_tag", "study_id", "client_tag"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
@@ -148,6 +150,13 @@ class Participant(db.Model):
     screened_out: Mapped[bool] = mapped_column(Boolean, default=False)
     # A researcher's preview run: never counted, never exported, never balanced against.
     is_preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Possible re-entry under another PROLIFIC_PID (reentry.py): keyed hashes of the entry's
+    # browser marker and of its client address + User-Agent, and what matched at entry: earlier
+    # participants' public ids and the evidence, joined by '|'. Flags for the researcher only.
+    browser_tag: Mapped[str | None] = mapped_column(String(64))
+    client_tag: Mapped[str | None] = mapped_column(String(64))
+    possible_reentry_of: Mapped[str | None] = mapped_column(Text)
+    reentry_evidence: Mapped[str | None] = mapped_column(String(40))
     study: Mapped[Study] = relationship(back_populates="participants")
     trials: Mapped[list[Trial]] = relationship(
         back_populates="participant", order_by="Trial.trial_index", cascade="all, delete-orphan"
@@ -192,20 +201,27 @@ class Response(db.Model):
     trial: Mapped[Trial] = relationship(back_populates="response")
 
 
-class MediaFetch(db.Model):
-    """One media request of a trial slot as the server answered it: the byte range it sent and
-    when. The server's own evidence of listening (which slots were fetched, whole or not, before
-    the answer arrived), independent of anything the browser reports."""
+class MediaEvidence(db.Model):
+    """What the server wrote of one trial slot's media while the trial was unanswered: the
+    union of the byte ranges handed to the connection (merged as it grows, at most
+    listening.MAX_RANGES intervals), how many requests asked for it, and the throttle's
+    current window. One row per (trial, slot), however many requests: the server's own
+    evidence of listening (listening.py) stays as small as the study's trials."""
 
-    __tablename__ = "media_fetches"
-    __table_args__ = (Index("ix_media_fetches_trial_id", "trial_id"),)
+    __tablename__ = "media_evidence"
+    __table_args__ = (UniqueConstraint("trial_id", "slot", name="uq_media_evidence_trial_slot"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     slot: Mapped[str] = mapped_column(String(16))
-    first_byte: Mapped[int] = mapped_column(Integer)  # inclusive
-    end_byte: Mapped[int] = mapped_column(Integer)  # exclusive: end_byte - first_byte were sent
     total_bytes: Mapped[int] = mapped_column(Integer)  # the whole file's length
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # [[first, end), ...]: sorted, disjoint, not touching; bytes first..end-1 were written
+    ranges: Mapped[list[list[int]]] = mapped_column(JSON)
+    requests: Mapped[int] = mapped_column(Integer)  # media requests answered for this slot
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # first one recorded
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The flood throttle's fixed window: its start and the requests answered in it.
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_requests: Mapped[int] = mapped_column(Integer)
 
 
 class AuditEvent(db.Model):
@@ -228,6 +244,39 @@ class LoginFailure(db.Model):
     __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(254))  # the lower-cased email tried
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Preregistration(db.Model):
+    """A study's pre-registration (issue 22): the researcher's text while it is a draft, and
+    the plan frozen when the study opens. ``plan_json`` keeps the exact canonical JSON bytes
+    its ``sha256`` was taken of (a JSON column could reorder keys or reformat numbers)."""
+
+    __tablename__ = "preregistrations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), unique=True
+    )
+    text: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    plan_json: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    frozen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    amendments: Mapped[list[PreregistrationAmendment]] = relationship(
+        order_by="PreregistrationAmendment.id", cascade="all, delete-orphan"
+    )
+
+
+class PreregistrationAmendment(db.Model):
+    """A dated change to a frozen plan, with its reason: appended, never an edit of the plan."""
+
+    __tablename__ = "preregistration_amendments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    preregistration_id: Mapped[int] = mapped_column(
+        ForeignKey("preregistrations.id", ondelete="CASCADE")
+    )
+    researcher_id: Mapped[int | None] = mapped_column(ForeignKey("researchers.id"))
+    text: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

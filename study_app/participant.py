@@ -8,6 +8,7 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from flask import (
@@ -22,14 +23,16 @@ from flask import (
     send_file,
     url_for,
 )
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .audio import dither_seed, dithered_rendition
+from .audio import dither_seed, dithered_rendition, waveform_peaks
 from .design import with_defaults
 from .extensions import db
-from .models import Clip, MediaFetch, Participant, Segment, Study, Trial, utcnow
-from .quality import assess, block_screening_failed
+from .listening import MAX_REQUESTS_PER_WINDOW, throttle_wait
+from .models import Clip, MediaEvidence, Participant, Segment, Study, Trial, as_utc, utcnow
+from .quality import assess, block_screening_failed, record_sent
+from .reentry import BROWSER_COOKIE_DAYS, EntryTags, browser_cookie, browser_marker
 from .services import (
     MEDIA_MTIME,
     AnswerError,
@@ -131,6 +134,12 @@ def join(entry_token: str):
                     Participant.token == cookie_token, Participant.study_id == study.id
                 )
             )
+        if returning is not None and external.participant and returning.external_id:
+            # Another PROLIFIC_PID in this browser (the same one was found above): someone else
+            # at a shared computer, or the same person under a new id. Either way a participant
+            # of their own, flagged as a possible re-entry (reentry.py), not the earlier one's
+            # session. A visit without an id still resumes the browser's session.
+            returning = None
     if returning is not None:
         return redirect(url_for(".step", token=returning.token))
     if request.method == "GET":
@@ -147,15 +156,34 @@ def join(entry_token: str):
     cap = study.design["completion"].get("max_completed")
     if cap is not None and completed_count(study) >= cap:
         return _no_store(make_response(render_template("participant/full.html"), 200))
-    participant = enroll(study, external)
+    marker = browser_marker(request.cookies.get(browser_cookie(study)))
+    entry = EntryTags.of(
+        current_app.config["SECRET_KEY"],
+        study,
+        marker,
+        request.remote_addr,
+        request.user_agent.string,
+    )
+    participant = enroll(study, external, entry=entry)
     response = redirect(url_for(".step", token=participant.token))
+    secure = request.is_secure or bool(current_app.config.get("SESSION_COOKIE_SECURE"))
     response.set_cookie(
         f"ss_{study.entry_token[:12]}",
         participant.token,
         max_age=14 * 24 * 3600,
         httponly=True,
         samesite="Lax",
-        secure=request.is_secure or bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+        secure=secure,
+    )
+    # The same random marker for every entry from this browser, kept longer than a session:
+    # what tells a later entry under another PROLIFIC_PID that this browser was here before.
+    response.set_cookie(
+        browser_cookie(study),
+        marker,
+        max_age=BROWSER_COOKIE_DAYS * 24 * 3600,
+        httponly=True,
+        samesite="Lax",
+        secure=secure,
     )
     return response
 
@@ -192,6 +220,12 @@ def _render_trial(
         slot: url_for(".media", token=participant.token, trial_token=trial.token, slot=slot)
         for slot in trial_type.media(trial.spec)
     }
+    # Waveform outlines (the `peaks` route) exist for the open slots only, which hide nothing.
+    peak_urls = {
+        slot: url_for(".peaks", token=participant.token, trial_token=trial.token, slot=slot)
+        for slot in trial_type.open_slots
+        if slot in media
+    }
     page = render_template(
         trial_type.template,
         title=study.title,
@@ -199,6 +233,7 @@ def _render_trial(
         trial_token=trial.token,
         participant_token=participant.token,
         media=media,
+        peaks=peak_urls,
         progress=progress or _progress(participant),
         problems=problems,
         preview=participant.is_preview,
@@ -306,6 +341,9 @@ def media(token: str, trial_token: str, slot: str):
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
     if ref is None:
         abort(404)
+    wait = _throttle_wait(trial.trial_id, slot)
+    if wait:
+        return _too_many_requests(wait)
     path, mimetype = _media_file(trial, ref)
     if mimetype == "audio/wav":
         # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
@@ -331,31 +369,141 @@ def media(token: str, trial_token: str, slot: str):
     response.headers.pop("Content-Disposition", None)
     response.headers.pop("Expires", None)  # a clock reading, and Cache-Control says it all
     response.headers["Cache-Control"] = "private, no-store"
-    _log_fetch(trial.trial_id, slot, response)
+    _record_when_sent(trial.trial_id, slot, response)
     return response
 
 
-def _log_fetch(trial_id: int, slot: str, response: Response) -> None:
-    """Record the bytes this response sends (the server's evidence of listening, listening.py):
-    one INSERT, committed at once (the request runs in autocommit). A 304, a 416 or a HEAD
-    sends no content, so it records nothing."""
-    if request.method != "GET":
-        return
+@bp.get("/p/<token>/t/<trial_token>/peaks/<slot>")
+def peaks(token: str, trial_token: str, slot: str):
+    """The waveform outline of an open slot of the current trial (`waveform_peaks`: a fixed
+    8 + 2 * PEAK_BUCKETS bytes), so the MUSHRA page draws its Reference without fetching the
+    Reference's audio: the media log (listening.py) then records only audio fetched to be
+    played. Open slots only (the labelled Reference): a hidden slot's outline could tell an
+    anchor from the hidden reference. Not a media fetch, so it is not logged as one."""
+    _token_or_404(token)
+    _token_or_404(trial_token)
+    trial = current_media(token)
+    if trial is None or trial.trial_token != trial_token:
+        abort(404)  # the current trial's only, as for media
+    trial_type = get_trial_type(trial.trial_type)
+    ref = trial_type.media(trial.spec).get(slot)
+    if ref is None or slot not in trial_type.open_slots:
+        abort(404)
+    path, mimetype = _media_file(trial, ref)
+    if mimetype != "audio/wav":
+        abort(404)
+    response = Response(_peaks(str(path)), mimetype="application/octet-stream")
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@functools.lru_cache(maxsize=32)
+def _peaks(path: str) -> bytes:
+    """Cached per file: an imported clip or a generated file never changes."""
+    return waveform_peaks(path)
+
+
+def _throttle_wait(trial_id: int, slot: str) -> int:
+    """Seconds this slot's requests must wait (0: serve it): a participant who floods one slot
+    (a script asking for bytes=0-0 a hundred times a second) is refused for the rest of the
+    window (listening.throttle_wait). In the database, so every server worker counts alike."""
+    window = db.session.execute(
+        select(MediaEvidence.window_start, MediaEvidence.window_requests).where(
+            MediaEvidence.trial_id == trial_id, MediaEvidence.slot == slot
+        )
+    ).first()
+    if window is None:
+        return 0
+    limit = current_app.config.get("MEDIA_REQUESTS_PER_MINUTE", MAX_REQUESTS_PER_WINDOW)
+    return throttle_wait(as_utc(window.window_start), window.window_requests, utcnow(), limit=limit)
+
+
+def _too_many_requests(wait: int):
+    response = make_response("Too many requests for this sound: try again shortly.\n", 429)
+    response.mimetype = "text/plain"
+    response.headers["Retry-After"] = str(wait)
+    return _no_store(response)
+
+
+# The body goes out in pieces of at most this size, so that a connection that stops taking
+# bytes is credited with the pieces handed to it (at most one piece more than it took), not
+# with the whole body.
+SEND_PIECE = 64 * 1024
+
+
+class CountedBody:
+    """A response body that counts the bytes the app handed to the WSGI server to write, and
+    records them once: when the body has been written to its end, or when the server closes it
+    unfinished (every WSGI server calls `close` after writing the body or failing to; a HEAD is
+    closed without a byte handed over).
+
+    A piece counts as soon as the server takes it to write. The last piece may have gone out
+    only in part when the client went away, so the count is an upper bound on what the client
+    can have received: an honest client that drops a request and asks for the rest from where
+    its data ends leaves no gap in the union (a gap would flag it unheard), while a client that
+    reads nothing is credited with what the socket buffers took plus one piece, not the file.
+    "Written" is what the app handed on: to the kernel's socket buffer, or to a proxy in front
+    that reads the whole body at once (docs/export-format.md)."""
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[int], None]) -> None:
+        self._body = body
+        self._on_close = on_close
+        self._recorded = False
+        self.written = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            for at in range(0, len(chunk), SEND_PIECE):
+                piece = bytes(chunk[at : at + SEND_PIECE])
+                self.written += len(piece)  # handed to the server's write
+                yield piece
+        # Every piece written (the server came back for more): record now, not when the server
+        # gets round to closing (a test client that reads a body to its end may never close it).
+        self._record()
+
+    def close(self) -> None:
+        if self._recorded and self._body is None:
+            return
+        body, self._body = self._body, None
+        try:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._record()
+
+    def _record(self) -> None:
+        if not self._recorded:
+            self._recorded = True
+            self._on_close(self.written)
+
+
+def _record_when_sent(trial_id: int, slot: str, response: Response) -> None:
+    """Have the bytes this response writes recorded once it is written (CountedBody): the
+    range actually sent, start .. start + bytes written. A 304 or a 416 sends no content and
+    records nothing; a HEAD counts as a request with no bytes."""
     if response.status_code == 206 and response.content_range is not None:
         sent = response.content_range
-        first, end, total = sent.start, sent.stop, sent.length
+        first, total = sent.start, sent.length
     elif response.status_code == 200 and response.content_length is not None:
-        first, end, total = 0, response.content_length, response.content_length
+        first, total = 0, response.content_length
     else:
         return
-    if first is None or end is None or total is None:
+    if first is None or total is None:
         return
-    db.session.execute(
-        insert(MediaFetch.__table__).values(
-            trial_id=trial_id, slot=slot, first_byte=first, end_byte=end, total_bytes=total
-        )
-    )
-    db.session.commit()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def record(written: int) -> None:
+        # Runs after the request's context is gone (the server writes the body afterwards),
+        # in a context and database session of its own.
+        with app.app_context():
+            try:
+                record_sent(trial_id, slot, first, written, total, now=utcnow())
+            except Exception:  # noqa: BLE001 - a lost record must not break the server
+                db.session.rollback()
+                app.logger.exception("evidence of trial %s slot %s not recorded", trial_id, slot)
+
+    response.response = CountedBody(response.response, record)
 
 
 @functools.lru_cache(maxsize=32)

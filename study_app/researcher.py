@@ -5,11 +5,16 @@ like a missing one (an admin sees all)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
+import json
+import math
 import re
+import secrets
 import zipfile
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -18,6 +23,7 @@ from flask import (
     Blueprint,
     abort,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -27,9 +33,11 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import delete, func, select
+from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from . import prereg_store
 from .dashboard import participant_row, study_summary
 from .design import (
     DesignError,
@@ -40,8 +48,16 @@ from .design import (
 )
 from .export import export_files, responses_csv
 from .extensions import db
-from .models import LoginFailure, Participant, Researcher, StimulusSet, Study
+from .models import AuditEvent, LoginFailure, Participant, Researcher, StimulusSet, Study, as_utc
 from .power_hint import power_hints
+from .preregistration import (
+    DISTINGUISHABLE,
+    INDISTINGUISHABLE,
+    TEXT_FIELDS,
+    PlanTextError,
+    hypothesis_keys,
+    plan_markdown,
+)
 from .services import (
     ExternalIds,
     catalog_for,
@@ -56,19 +72,30 @@ from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 
-# Login throttle, counted in the database so every gunicorn worker sees the same attempts. Two
+# Login throttle, counted in the database so every gunicorn worker sees the same attempts. Three
 # counts share the login_failures table under distinct key prefixes:
-# - per (account, client address): MAX_FAILURES wrong passwords for one email from one address
-#   lock that pair only, so a stranger's guesses cannot lock the real researcher out (their
-#   own address has not failed);
-# - per client address: MAX_CLIENT_FAILURES failures across any emails, so one client cannot
-#   try a different email each time.
+# - per (account, client address), PAIR_KEY: MAX_FAILURES wrong passwords for one email from one
+#   address lock that pair for FAILURE_WINDOW, so a stranger's guesses cannot lock the real
+#   researcher out (their own address has not failed);
+# - per client address, CLIENT_KEY: MAX_CLIENT_FAILURES failures across any emails, so one client
+#   cannot try a different email each time;
+# - per account across every address, ACCOUNT_KEY (issue 23: 120 guesses from 30 addresses all
+#   got through): after ACCOUNT_FREE_FAILURES failures within ACCOUNT_WINDOW, each further
+#   failure starts a delay, doubling from ACCOUNT_BASE_DELAY up to ACCOUNT_MAX_DELAY, in which
+#   every attempt at the account (any address, any password) is refused with Retry-After. Never a
+#   permanent lockout: each delay ends, failures leave the window, and a right password after
+#   the delay clears the account's count. Unknown emails are counted exactly like known ones, so
+#   the throttle does not tell which exist either.
 # The address is request.remote_addr. Behind a reverse proxy that is the proxy's address, for
-# every client: there, wrap the app in werkzeug's ProxyFix (x_for=1, one per trusted proxy;
-# docs/operations.md), or every client shares one count and a guesser locks everyone out.
+# every client, unless TRUSTED_PROXIES (create_app: Werkzeug's ProxyFix) says how many proxies
+# to look through (docs/operations.md); otherwise every client shares one count.
 MAX_FAILURES, MAX_CLIENT_FAILURES = 5, 10
 FAILURE_WINDOW = timedelta(minutes=5)
-CLIENT_KEY, ACCOUNT_KEY = "client:", "account:"
+ACCOUNT_FREE_FAILURES = 10
+ACCOUNT_WINDOW = timedelta(hours=24)  # long: a guesser gets ~4 an hour, not 10 an hour
+ACCOUNT_BASE_DELAY = timedelta(seconds=30)
+ACCOUNT_MAX_DELAY = timedelta(minutes=15)
+CLIENT_KEY, PAIR_KEY, ACCOUNT_KEY = "client:", "pair:", "account:"
 
 
 class LoginForm(FlaskForm):
@@ -76,28 +103,106 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
-def _failure_keys(email: str) -> tuple[str, str]:
-    """(client key, account-and-client key) for this request. Hashed where an email or a
-    forwarded address could overflow the column (254 characters) or carry odd bytes."""
-    address = request.remote_addr or "unknown"
-    pair = hashlib.sha256(f"{email}\n{address}".encode()).hexdigest()
-    client = hashlib.sha256(address.encode()).hexdigest()
-    return CLIENT_KEY + client, ACCOUNT_KEY + pair
+@dataclass(frozen=True)
+class FailureKeys:
+    """The login_failures keys of one attempt. Hashed: an email or a forwarded address could
+    overflow the column (254 characters) or carry odd bytes."""
+
+    client: str
+    pair: str
+    account: str
+
+    @classmethod
+    def of(cls, email: str) -> FailureKeys:
+        address = request.remote_addr or "unknown"
+        return cls(
+            client=CLIENT_KEY + hashlib.sha256(address.encode()).hexdigest(),
+            pair=PAIR_KEY + hashlib.sha256(f"{email}\n{address}".encode()).hexdigest(),
+            account=ACCOUNT_KEY + hashlib.sha256(email.encode()).hexdigest(),
+        )
 
 
-def _recent_failures(key: str, since: datetime) -> int:
-    return db.session.scalar(
-        select(func.count(LoginFailure.id)).where(LoginFailure.key == key, LoginFailure.at >= since)
+def _failures(key: str, since: datetime) -> tuple[int, datetime | None, datetime | None]:
+    """(count, oldest, newest) of the key's failures since `since`."""
+    count, oldest, newest = db.session.execute(
+        select(
+            func.count(LoginFailure.id), func.min(LoginFailure.at), func.max(LoginFailure.at)
+        ).where(LoginFailure.key == key, LoginFailure.at >= since)
+    ).one()
+    return count, oldest and as_utc(oldest), newest and as_utc(newest)
+
+
+def account_delay(failures: int) -> timedelta:
+    """The delay that the account's `failures`-th failure in ACCOUNT_WINDOW starts: none before
+    ACCOUNT_FREE_FAILURES, then ACCOUNT_BASE_DELAY doubling with each failure, at most
+    ACCOUNT_MAX_DELAY."""
+    if failures < ACCOUNT_FREE_FAILURES:
+        return timedelta(0)
+    doublings = min(failures - ACCOUNT_FREE_FAILURES, 16)  # 2**16 x 30 s is past any cap
+    return min(ACCOUNT_BASE_DELAY * 2**doublings, ACCOUNT_MAX_DELAY)
+
+
+def _waits(keys: FailureKeys, now: datetime) -> dict[str, float]:
+    """Seconds each throttled count still refuses attempts for ({} when none does), by limit:
+    'client', 'account_client' (the pair), 'account'."""
+    waits = {}
+    for limit, key, most in (
+        ("client", keys.client, MAX_CLIENT_FAILURES),
+        ("account_client", keys.pair, MAX_FAILURES),
+    ):
+        count, oldest, _ = _failures(key, now - FAILURE_WINDOW)
+        if count >= most:  # refused until the oldest counted failure leaves the window
+            waits[limit] = (oldest + FAILURE_WINDOW - now).total_seconds()
+    count, _, newest = _failures(keys.account, now - ACCOUNT_WINDOW)
+    if count >= ACCOUNT_FREE_FAILURES:
+        left = (newest + account_delay(count) - now).total_seconds()
+        if left > 0:
+            waits["account"] = left
+    return waits
+
+
+def _forget_expired(now: datetime) -> None:
+    window = {CLIENT_KEY: FAILURE_WINDOW, PAIR_KEY: FAILURE_WINDOW, ACCOUNT_KEY: ACCOUNT_WINDOW}
+    for prefix, kept in window.items():
+        db.session.execute(
+            delete(LoginFailure).where(
+                LoginFailure.key.startswith(prefix), LoginFailure.at < now - kept
+            )
+        )
+
+
+@functools.cache
+def _dummy_password_hash() -> str:
+    """A hash of a random password, made as a researcher's is: checked against when the email
+    is unknown, so that an unknown email takes as long as a wrong password (issue 23: 16 ms
+    against 197 ms told which emails have accounts)."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def _password_matches(researcher: Researcher | None, password: str) -> bool:
+    stored = researcher.password_hash if researcher is not None else _dummy_password_hash()
+    return check_password_hash(stored, password) and researcher is not None
+
+
+def _record_failure(keys: FailureKeys, researcher: Researcher | None, now: datetime) -> None:
+    """Count a wrong password, and put each throttle it starts in the audit log."""
+    db.session.add_all(
+        [LoginFailure(key=key, at=now) for key in (keys.client, keys.pair, keys.account)]
     )
-
-
-def _throttled(client_key: str, pair_key: str) -> bool:
-    since = datetime.now(UTC) - FAILURE_WINDOW
-    db.session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # expired ones
-    return (
-        _recent_failures(client_key, since) >= MAX_CLIENT_FAILURES
-        or _recent_failures(pair_key, since) >= MAX_FAILURES
-    )
+    db.session.flush()
+    for limit, seconds in _waits(keys, now).items():
+        db.session.add(
+            AuditEvent(
+                researcher_id=researcher.id if researcher is not None else None,
+                action="login_throttle",
+                detail={
+                    "limit": limit,
+                    "client_address": request.remote_addr,
+                    "known_account": researcher is not None,
+                    "retry_after": math.ceil(seconds),
+                },
+            )
+        )
 
 
 # One leading '/', then no backslash, whitespace or control character (see safe_next).
@@ -121,29 +226,38 @@ def safe_next(target: str | None) -> str | None:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
-    status = 200
+    status, retry_after = 200, None
     if form.validate_on_submit():
         email = form.email.data.lower()
-        client_key, pair_key = _failure_keys(email)
-        if _throttled(client_key, pair_key):
+        keys = FailureKeys.of(email)
+        now = datetime.now(UTC)
+        _forget_expired(now)
+        waits = _waits(keys, now)
+        if waits:
+            db.session.commit()
             flash("Too many failed attempts. Wait a few minutes and try again.")
-            status = 429
+            status, retry_after = 429, max(1, math.ceil(max(waits.values())))
         else:
             researcher = db.session.scalar(select(Researcher).where(Researcher.email == email))
-            if researcher is not None and researcher.check_password(form.password.data):
+            if _password_matches(researcher, form.password.data):
                 # The client's own count stays: logging in to one account between guesses at
-                # others must not reset it.
-                db.session.execute(delete(LoginFailure).where(LoginFailure.key == pair_key))
+                # others must not reset it. The account's is cleared: its owner is back.
+                db.session.execute(
+                    delete(LoginFailure).where(LoginFailure.key.in_([keys.pair, keys.account]))
+                )
                 db.session.commit()
                 login_user(researcher)
                 return redirect(safe_next(request.args.get("next")) or url_for(".studies"))
-            db.session.add_all([LoginFailure(key=client_key), LoginFailure(key=pair_key)])
+            _record_failure(keys, researcher, now)
             db.session.commit()
             flash("Unknown email or wrong password.")
             status = 401
     elif request.method == "POST":
         status = 400
-    return render_template("researcher/login.html", form=form), status
+    response = make_response(render_template("researcher/login.html", form=form), status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.post("/logout")
@@ -396,12 +510,112 @@ def design_yaml(slug: str):
 @login_required
 def change_status(slug: str):
     study = _own_study(slug)
+    if study.status == "draft" and request.form.get("status") == "open":
+        # Opening freezes the pre-registration; set_status commits it with the status change.
+        prereg_store.freeze(study, current_user)
     try:
         set_status(study, request.form.get("status", ""), current_user)
     except ValueError as exc:
         flash(str(exc))
     target = safe_next(request.form.get("next"))
     return redirect(target or url_for(".designer", slug=study.slug))
+
+
+# Pre-registration (issue 22) ---------------------------------------------------------------
+
+
+@bp.get("/studies/<slug>/preregistration")
+@login_required
+def preregistration(slug: str):
+    """The plan: the draft's (with the researcher's text to edit) or the frozen one (with its
+    amendments); print-ready, with downloads."""
+    return _preregistration_page(_own_study(slug))
+
+
+def _preregistration_page(study: Study, status: int = 200):
+    plan, frozen = prereg_store.plan_and_record(study)
+    text = prereg_store.plan_text(study) if frozen is None else plan["text"]
+    page = render_template(
+        "researcher/preregistration.html", study=study, plan=plan, record=frozen, text=text,
+        choices=(DISTINGUISHABLE, INDISTINGUISHABLE), title=f"Pre-registration: {study.title}")
+    return page, status
+
+
+@bp.post("/studies/<slug>/preregistration")
+@login_required
+def save_preregistration(slug: str):
+    """Store the researcher's text of a draft's plan (every problem is shown on the page)."""
+    study = _own_study(slug)
+    form = request.form
+    raw: dict = {key: form.get(key, "") for key in (*TEXT_FIELDS, "stop_date", "sample_size")}
+    raw["abx"] = {}
+    raw["wording"] = {}
+    for key, condition, dimension in hypothesis_keys(study.design):
+        if dimension is None and form.get(f"abx:{condition}"):
+            raw["abx"][condition] = form[f"abx:{condition}"]
+        raw["wording"][key] = form.get(f"wording:{key}", "")
+    try:
+        prereg_store.save_text(study, raw)
+    except (PlanTextError, prereg_store.PlanRefused) as exc:
+        db.session.rollback()
+        for problem in exc.problems:
+            flash(problem)
+        return _preregistration_page(study, 400)
+    flash("Plan saved.")
+    return redirect(url_for(".preregistration", slug=study.slug))
+
+
+@bp.post("/studies/<slug>/preregistration/amendments")
+@login_required
+def amend_preregistration(slug: str):
+    """Append a dated amendment, with its reason, to a frozen plan."""
+    study = _own_study(slug)
+    try:
+        prereg_store.amend(study, current_user, request.form.get("text", ""),
+                           request.form.get("reason", ""))
+    except prereg_store.PlanRefused as exc:
+        db.session.rollback()
+        for problem in exc.problems:
+            flash(problem)
+        return _preregistration_page(study, 400)
+    flash("Amendment added.")
+    return redirect(url_for(".preregistration", slug=study.slug))
+
+
+def _plan_download(study: Study, extension: str):
+    plan, frozen = prereg_store.plan_and_record(study)
+    if extension == "json":
+        body = prereg_store.record_json(study) or json.dumps(
+            {"format": plan["format"], "draft": True, "plan": plan}, indent=2,
+            ensure_ascii=False) + "\n"
+        mimetype = "application/json"
+    elif extension == "md":
+        body, mimetype = plan_markdown(plan, frozen), "text/markdown"
+    else:
+        body = render_template("researcher/preregistration_print.html", study=study, plan=plan,
+                               record=frozen)
+        mimetype = "text/html"
+    stem = "preregistration" if frozen else "preregistration-draft"
+    return send_file(io.BytesIO(body.encode()), mimetype=mimetype, as_attachment=True,
+                     download_name=f"{study.slug}-{stem}.{extension}")
+
+
+@bp.get("/studies/<slug>/preregistration.json")
+@login_required
+def preregistration_json(slug: str):
+    return _plan_download(_own_study(slug), "json")
+
+
+@bp.get("/studies/<slug>/preregistration.md")
+@login_required
+def preregistration_md(slug: str):
+    return _plan_download(_own_study(slug), "md")
+
+
+@bp.get("/studies/<slug>/preregistration.html")
+@login_required
+def preregistration_html(slug: str):
+    return _plan_download(_own_study(slug), "html")
 
 
 @bp.post("/studies/<slug>/duplicate")

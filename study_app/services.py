@@ -13,7 +13,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .models import (
     as_utc,
     utcnow,
 )
+from .reentry import EntryTags, earlier_entries
 from .scheduling import Assignment, build_schedule
 from .stimulus_set import StimulusSetError, load_stimulus_set
 from .trial_types import AnswerError, all_trial_types, get_trial_type
@@ -264,7 +265,12 @@ class ExternalIds:
 
 
 def enroll(
-    study: Study, external: ExternalIds, *, preview: bool = False, attempts: int = 20
+    study: Study,
+    external: ExternalIds,
+    *,
+    preview: bool = False,
+    attempts: int = 20,
+    entry: EntryTags | None = None,
 ) -> Participant:
     """A new participant with a stored schedule, or the existing one for a returning PID.
 
@@ -272,7 +278,9 @@ def enroll(
     counterbalancing cell) is the smallest one no current participant holds, so a withdrawn
     participant's cell goes to the next arrival. Two arrivals racing for the same index are
     settled by the unique constraint, and the loser tries again. Previews count down from -1,
-    so they never take a real participant's place in the counterbalancing.
+    so they never take a real participant's place in the counterbalancing. `entry` (where the
+    arrival came from) is stored, and matched against earlier participants to flag a possible
+    re-entry: a flag for the researcher, never a refusal (reentry.py).
     """
     if external.participant and not preview:
         existing = db.session.scalar(
@@ -283,6 +291,10 @@ def enroll(
         if existing is not None:
             return existing
     catalog = catalog_for(study.stimulus_set)
+    flags: dict[str, Any] = {}
+    if entry is not None and not preview:
+        reentry = earlier_entries(study, entry, datetime.now(UTC))
+        flags = {"browser_tag": entry.browser, "client_tag": entry.client, **reentry.columns()}
     for _ in range(attempts):
         if preview:
             number = index = _next_preview_number(study)
@@ -298,6 +310,7 @@ def enroll(
             external_study_id=external.study,
             external_session_id=external.session,
             is_preview=preview,
+            **flags,
         )
         in_block: dict[int, int] = {}
         for trial_index, spec in enumerate(

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(threads)
-    from synthesis import pipeline
+    from synthesis import pipeline, training
 
     device = arguments.device or _default_device()
     try:
@@ -170,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             print(summary.text())
             return 0 if not summary.manifest_problems else 1
         if arguments.command == "train-gan":
-            records = pipeline.train_gan_on_videos(
+            records = training.train_gan_on_videos(
                 arguments.videos, arguments.out, config, device, arguments.steps
             )
             if not records:
                 print(f"no steps to train: {arguments.out} is already at the requested step")
                 return 0
-            from synthesis.gan import training_throughput
+            from synthesis.training.gan import training_throughput
 
             throughput = training_throughput(records)
             speed = f" ({throughput:.2f} segments/s on {device})" if throughput else ""
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"point gan.checkpoint at {arguments.out / 'gan-generator.safetensors'}"
             )
             return 0
-        losses = pipeline.train_adapter_on_videos(
+        losses = training.train_adapter_on_videos(
             arguments.videos,
             arguments.out,
             config,

@@ -1,7 +1,11 @@
-"""Configuration of a synthesis run: one JSON or YAML file, or the name of a shipped config.
+"""A run's config: the shared sections plus each registered condition's own, loaded and checked.
 
-Every section is a dataclass so that a typo in a config file is an error, not a silently ignored
-key. `load_config("tiny")` resolves to `synthesis/configs/tiny.json`.
+One JSON or YAML file, or the name of a shipped config: `load_config("tiny")` resolves to
+`synthesis/configs/tiny.json`. Every section is a dataclass so that a typo in a config file is an
+error, not a silently ignored key. The shared sections (models, video, audio, generation,
+adapter training) are in synthesis.sections; a condition's own section (`gan`, `score_render`,
+...) is declared by the condition in its module and found here through the conditions registry,
+so this module names no condition.
 """
 
 from __future__ import annotations
@@ -10,147 +14,29 @@ import dataclasses
 import json
 import pathlib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from synthesis.conditions import CONDITIONS, SECTIONS
+from synthesis.sections import (
+    ENCODER_FAMILIES,
+    MUSICGEN_FAMILIES,
+    AudioConfig,
+    ConfigError,
+    GenerationConfig,
+    ModelSpec,
+    TrainConfig,
+    VideoConfig,
+)
+
 SHIPPED_CONFIGS = pathlib.Path(__file__).parent / "configs"
 
-ENCODER_FAMILIES = ("vit", "videomae", "clip")
-MUSICGEN_FAMILIES = ("musicgen", "melody")
-GAN_ADVERSARIAL_LOSSES = ("hinge", "least_squares")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used."""
-
 
 @dataclass
-class VideoConfig:
-    frame_rate: float = 4.0  # frames per second sampled for the visual embeddings
-    motion_rate: float = 25.0  # frames per second for motion features (onsets need more than 4)
-    segment_seconds: float = 10.0
-    segment_hop_seconds: float | None = None  # None: segments follow one another without overlap
-    max_segments_per_source: int = 3
-    frame_size: int = 224  # frames are decoded at this square size (the encoders' input size)
+class RunConfig:
+    """The sections every run has, whatever its conditions."""
 
-
-@dataclass
-class AudioConfig:
-    loudness_lufs: float = -23.0
-    fade_ms: float = 20.0
-    channels: int = 1
-
-
-@dataclass
-class ModelSpec:
-    """Where a transformers model comes from: a local folder / hub id (read offline), or `tiny`."""
-
-    family: str
-    path: str | None = None  # local folder or a hub id already in the Hugging Face cache
-    tiny: dict[str, Any] | None = None  # random-weight model built from these config overrides
-    dtype: str = (
-        "auto"  # auto: bfloat16 on a GPU that supports it, else float16 on GPU, float32 CPU
-    )
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.tiny is not None
-
-
-@dataclass
-class GenerationConfig:
-    seed: int = 0
-    guidance_scale: float = 3.0
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_k: int = 250
-    batch_size: int = 4
-    decoder: str = "fast"  # fast: our static-cache loop; transformers: model.generate
-    compile: bool | None = None  # None: torch.compile (CUDA graphs) on a GPU only
-
-
-@dataclass
-class AdapterConfig:
-    checkpoint: str | None = None
-    allow_untrained: bool = False  # tiny smoke tests only: a randomly initialised adapter
-    num_tokens: int = 8  # conditioning tokens the adapter emits
-    hidden_size: int = 512
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 4
-    seed: int = 0
-
-
-@dataclass
-class GanConfig:
-    """The `gan` condition: its generator's sizes, its discriminators, losses and training.
-
-    The generator maps visual embeddings plus noise to EnCodec's continuous latents, decoded by
-    MusicGen's frozen codec decoder (see synthesis/gan.py and docs/synthesis.md).
-    """
-
-    checkpoint: str | None = None  # gan-generator.safetensors written by `train-gan`
-    allow_untrained: bool = False  # tiny smoke tests only: a randomly initialised generator
-    noise_size: int = 32  # noise channels per latent frame
-    hidden_size: int = 256  # generator width
-    residual_layers: int = 8  # dilated residual blocks (dilations 1, 2, 4, 8, 1, 2, ...)
-    discriminator_channels: int = 32
-    mel_fft_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])  # one D each
-    mel_bands: int = 80
-    latent_discriminator: bool = True  # also a discriminator on (latents, visual sequence)
-    adversarial_loss: str = "hinge"  # hinge or least_squares
-    adversarial_weight: float = 1.0
-    feature_matching_weight: float = 2.0
-    reconstruction_weight: float = 10.0  # L1 on the standardised latents
-    steps: int = 20000
-    batch_size: int = 16
-    generator_learning_rate: float = 2e-4
-    discriminator_learning_rate: float = 2e-4
-    adam_betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
-    warmup_steps: int = 0  # steps with the reconstruction loss only, before the discriminators
-    checkpoint_every: int = 1000
-    seed: int = 0
-
-
-DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"  # Debian's fluid-soundfont-gm
-
-
-@dataclass
-class ScoreRenderConfig:
-    """The `score_render` condition: the score's slice through FluidSynth and a GM SoundFont."""
-
-    soundfont: str = DEFAULT_SOUNDFONT  # any General MIDI .sf2
-    fluidsynth: str = "fluidsynth"  # the command (Debian's `fluidsynth` package)
-    gain: float = 0.5  # FluidSynth's master gain; loudness is matched afterwards anyway
-    reverb: bool = False  # dry by default: the references are close-miked recordings
-
-
-@dataclass
-class ScoreDiffusionConfig:
-    """The `score_diffusion` condition: Magenta's MIDI-to-spectrogram diffusion (diffusers)."""
-
-    path: str | None = "google/music-spectrogram-diffusion"  # local folder or cached hub id
-    tiny: dict[str, Any] | None = None  # random-weight stand-in built from these overrides
-    steps: int = 100  # denoising steps per 5.12 s chunk
-    dtype: str = "auto"
-
-
-@dataclass
-class VitScoreConfig:
-    """The `vit_score` condition: MusicGen-melody given the score's chroma and the adapter."""
-
-    musicgen: ModelSpec = field(
-        default_factory=lambda: ModelSpec("melody", path="facebook/musicgen-melody")
-    )
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)  # train-adapter --condition
-
-
-@dataclass
-class SynthesisConfig:
     name: str
     fit_for_studies: bool
     encoder: ModelSpec
@@ -160,17 +46,25 @@ class SynthesisConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    gan: GanConfig = field(default_factory=GanConfig)
-    score_render: ScoreRenderConfig = field(default_factory=ScoreRenderConfig)
-    score_diffusion: ScoreDiffusionConfig = field(default_factory=ScoreDiffusionConfig)
-    vit_score: VitScoreConfig = field(default_factory=VitScoreConfig)
     labels: dict[str, list[str]] = field(default_factory=dict)  # text_bridge vocabularies
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_clashes = sorted(set(SECTIONS) & {f.name for f in dataclasses.fields(RunConfig)})
+if _clashes:
+    raise TypeError(f"conditions declare config sections named like shared ones: {_clashes}")
+
+# The shared sections, then one field per registered condition section (config.gan, ...).
+SynthesisConfig = dataclasses.make_dataclass(
+    "SynthesisConfig",
+    [(key, section, field(default_factory=section)) for key, section in SECTIONS.items()],
+    bases=(RunConfig,),
+    namespace={"__module__": __name__, "__doc__": "A run's whole config."},
+)
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -195,53 +89,19 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> SynthesisConfig:
+    """A SynthesisConfig from a config file's mapping; ConfigError says what is wrong."""
     config = _build(SynthesisConfig, data, "config")
     if config.encoder.family not in ENCODER_FAMILIES:
         raise ConfigError(f"encoder.family must be one of {ENCODER_FAMILIES}")
     if config.musicgen.family not in MUSICGEN_FAMILIES:
         raise ConfigError(f"musicgen.family must be one of {MUSICGEN_FAMILIES}")
-    if config.generation.decoder not in ("fast", "transformers", "audiocraft"):
-        raise ConfigError("generation.decoder must be fast, transformers or audiocraft")
-    _check_gan(config.gan)
-    if config.vit_score.musicgen.family != "melody":
-        raise ConfigError("vit_score.musicgen.family must be melody (its chroma is the score's)")
-    if config.score_diffusion.steps < 1:
-        raise ConfigError("score_diffusion.steps must be at least 1")
-    unknown = sorted(set(config.conditions) - set(_registered_conditions()))
+    config.generation.check("generation")
+    for key in SECTIONS:
+        getattr(config, key).check(key)
+    unknown = sorted(set(config.conditions) - set(CONDITIONS))
     if unknown:
-        raise ConfigError(
-            f"unknown conditions {unknown}; registered: {sorted(_registered_conditions())}"
-        )
+        raise ConfigError(f"unknown conditions {unknown}; registered: {sorted(CONDITIONS)}")
     return config
-
-
-def _registered_conditions() -> list[str]:
-    # Imported here: the conditions import models, which import this module.
-    from synthesis.conditions import CONDITIONS
-
-    return list(CONDITIONS)
-
-
-def _check_gan(gan: GanConfig) -> None:
-    if gan.adversarial_loss not in GAN_ADVERSARIAL_LOSSES:
-        raise ConfigError(f"gan.adversarial_loss must be one of {GAN_ADVERSARIAL_LOSSES}")
-    if not gan.mel_fft_sizes or any(int(size) < 16 for size in gan.mel_fft_sizes):
-        raise ConfigError("gan.mel_fft_sizes must list FFT sizes of at least 16")
-    if len(gan.adam_betas) != 2 or not all(0 <= beta < 1 for beta in gan.adam_betas):
-        raise ConfigError("gan.adam_betas must be two numbers in [0, 1)")
-    positive = (
-        "noise_size",
-        "hidden_size",
-        "residual_layers",
-        "discriminator_channels",
-        "mel_bands",
-        "steps",
-        "batch_size",
-        "checkpoint_every",
-    )
-    for name in positive:
-        if int(getattr(gan, name)) < 1:
-            raise ConfigError(f"gan.{name} must be at least 1")
 
 
 def load_config(name_or_path: str | pathlib.Path) -> SynthesisConfig:
@@ -268,6 +128,16 @@ def load_config(name_or_path: str | pathlib.Path) -> SynthesisConfig:
     return config
 
 
+def _path_fields(section: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(keys from the config's top, "file" or "model") of every field that names a path."""
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            yield from _path_fields(value, (*keys, item.name))
+        elif "path" in item.metadata:
+            yield (*keys, item.name), item.metadata["path"]
+
+
 def resolve_relative_paths(config: SynthesisConfig, folder: pathlib.Path) -> None:
     """Makes the relative paths of a config file relative to the file's folder, in place.
 
@@ -276,20 +146,44 @@ def resolve_relative_paths(config: SynthesisConfig, folder: pathlib.Path) -> Non
     there: otherwise it is taken as a Hugging Face hub id (`facebook/musicgen-small`). Shipped
     configs are not resolved: their paths are relative to the directory the command runs in.
     """
-    for section in (config.adapter, config.gan, config.vit_score.adapter):
-        if section.checkpoint and not pathlib.Path(section.checkpoint).is_absolute():
-            section.checkpoint = str(folder / section.checkpoint)
-    soundfont = config.score_render.soundfont
-    if soundfont and not pathlib.Path(soundfont).is_absolute():
-        config.score_render.soundfont = str(folder / soundfont)
-    for spec in (
-        config.encoder,
-        config.musicgen,
-        config.clip,
-        config.vit_score.musicgen,
-        config.score_diffusion,
-    ):
-        if spec.path and not pathlib.Path(spec.path).is_absolute():
-            candidate = folder / spec.path
-            if candidate.exists():
-                spec.path = str(candidate)
+    for keys, kind in _path_fields(config):
+        section = config
+        for key in keys[:-1]:
+            section = getattr(section, key)
+        value = getattr(section, keys[-1])
+        if not value or pathlib.Path(value).is_absolute():
+            continue
+        candidate = folder / value
+        if kind == "file" or candidate.exists():
+            setattr(section, keys[-1], str(candidate))
+
+
+def portable_config(config: SynthesisConfig) -> dict[str, Any]:
+    """The config as the manifest records it: no path of this machine in it.
+
+    Files (checkpoints, the SoundFont) keep their name (the manifest's `generator.checkpoints`
+    and each clip's provenance identify them by sha256); a model given as a local folder keeps
+    the folder's name (its weights are identified by `weights_sha256`); hub ids stay as they are.
+    """
+    data = json.loads(json.dumps(config.to_dict()))
+    for keys, kind in _path_fields(config):
+        section = data
+        for key in keys[:-1]:
+            section = section[key]
+        path = section[keys[-1]]
+        if path and (
+            kind == "file" or pathlib.Path(path).is_absolute() or pathlib.Path(path).exists()
+        ):
+            section[keys[-1]] = pathlib.PurePath(path).name
+    return data
+
+
+__all__ = [
+    "ConfigError",
+    "ModelSpec",
+    "SynthesisConfig",
+    "config_from_dict",
+    "load_config",
+    "portable_config",
+    "resolve_relative_paths",
+]

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from synthesis.config import ModelSpec
 from synthesis.models import (
     ByteTokenizer,
     _quiet_transformers,
@@ -27,6 +26,7 @@ from synthesis.models import (
     resolve_dtype,
     state_dict_sha256,
 )
+from synthesis.sections import ModelSpec
 
 DEFAULT_NORMALIZATION = {
     "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),

@@ -4,11 +4,14 @@ Motion energy is the mean absolute difference between consecutive grayscale fram
 changes form an onset envelope (bow strokes, strums and breaths show up as bursts of motion); the
 tempo is the autocorrelation peak of that envelope between 40 and 240 BPM, weighted towards
 moderate tempi as beat trackers do, refined between frames and checked for octave errors by pulse
-salience (see `estimate_tempo`); intensity is the motion energy scaled by the source's 95th
-percentile. These are cues about the performance, not ground truth about the music.
+salience (see `tempo_reading`, which also gives the metrical alternative and whether the motion
+leaves the choice between the two ambiguous); intensity is the motion energy scaled by the
+source's 95th percentile. These are cues about the performance, not ground truth about the music.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
@@ -16,6 +19,9 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 MIN_BPM, MAX_BPM = 40.0, 240.0
 # An octave faster wins when its pulse grid lands on onsets at least this well (see estimate_tempo).
 OCTAVE_SALIENCE_RATIO = 0.8
+# Onsets between the beats of the slower of two metrical levels at this share of the on-beat
+# onsets' strength leave the tempo ambiguous (see tempo_reading; calibrated in docs/synthesis.md).
+AMBIGUOUS_WEAKER_RATIO = (0.15, 0.85)
 
 
 def motion_energy(gray_frames: np.ndarray) -> np.ndarray:
@@ -88,8 +94,53 @@ def pulse_salience(onsets: np.ndarray, period: float) -> float:
     return best
 
 
-def estimate_tempo(onsets: np.ndarray, rate: float) -> float | None:
-    """BPM from the onset envelope's autocorrelation, or None without a clear periodicity.
+@dataclass(frozen=True)
+class TempoReading:
+    """The motion tempo with its metrical alternative.
+
+    `bpm` is `estimate_tempo`'s answer; `alternative_bpm` the best other metrical level (twice,
+    half, three times or a third of it); `salience` and `alternative_salience` their pulse
+    saliences (`pulse_salience`, 0..1). `weaker_ratio` is how strong the onsets between the
+    slower level's beats are relative to those on them (1: even strokes, 0: none), read from
+    the two saliences; `ambiguous` says the evidence cannot choose between the two levels
+    (`AMBIGUOUS_WEAKER_RATIO`), as when a performer's up-bows or up-strums move less.
+    """
+
+    bpm: float
+    salience: float
+    alternative_bpm: float | None
+    alternative_salience: float | None
+    weaker_ratio: float | None
+    ambiguous: bool
+
+    def candidates(self) -> list[dict[str, float]]:
+        """[{"bpm", "salience"}] for the manifest: the tempo first, then its alternative."""
+        rows = [{"bpm": self.bpm, "salience": round(self.salience, 3)}]
+        if self.alternative_bpm is not None and self.alternative_salience is not None:
+            rows.append({"bpm": self.alternative_bpm,
+                         "salience": round(self.alternative_salience, 3)})
+        return rows
+
+
+def weaker_ratio(fast_salience: float, slow_salience: float, ratio: int) -> float:
+    """Strength of the onsets between a slower pulse's beats relative to those on them.
+
+    A pulse of period P and one of period `ratio` x P on the same onsets: the slow grid takes
+    the strong onsets only, the fast grid all of them, so with on-beat strength 1 and the
+    `ratio` - 1 others w, fast / slow salience = (1 + (ratio - 1) w) / ratio. Solved for w and
+    clipped to 0..1.
+
+    >>> weaker_ratio(0.85, 1.0, 2), weaker_ratio(0.5, 1.0, 2), weaker_ratio(1.0, 1.0, 3)
+    (0.7, 0.0, 1.0)
+    """
+    if slow_salience <= 0:
+        return 0.0
+    share = fast_salience / slow_salience
+    return float(np.clip(round((ratio * share - 1.0) / (ratio - 1.0), 6), 0.0, 1.0))
+
+
+def tempo_reading(onsets: np.ndarray, rate: float) -> TempoReading | None:
+    """The motion tempo and its metrical alternative, or None without a clear periodicity.
 
     1. The autocorrelation peak between 40 and 240 BPM, weighted by a log-normal prior around
        120 BPM, refined between frames by parabolic interpolation.
@@ -99,6 +150,12 @@ def estimate_tempo(onsets: np.ndarray, rate: float) -> float | None:
        too, and at a whole lag the half tempo's peak is often the sharper), which at 25 Hz gave
        88 BPM for 180 BPM bowing; salience can: half the tempo leaves every other onset off its
        grid only when those onsets are weak (accents on alternate beats), then it wins.
+    3. The alternative: of the chosen tempo's metrical neighbours (x2, /2, x3, /3 inside the
+       range), the most plausible beat: a slower level the more the onsets between its beats
+       are weak, a faster one the more they are strong (`weaker_ratio`); twofold before
+       threefold on ties. Strokes of alternating strength sit between the two readings: when
+       the weaker ones have AMBIGUOUS_WEAKER_RATIO of the others' strength, the reading is
+       ambiguous, and either level may be the one a listener (or the audio) counts.
     """
     centred = onsets - onsets.mean()
     energy = float(np.dot(centred, centred))
@@ -119,19 +176,55 @@ def estimate_tempo(onsets: np.ndarray, rate: float) -> float | None:
         return None
     lag = _refine_lag(correlation, best)
     fastest, slowest = 60.0 * rate / MAX_BPM, min(len(onsets) / 2, 60.0 * rate / MIN_BPM)
-    candidates = [lag] + [
-        _peak_near(correlation, other)
-        for other in (lag / 2, lag * 2)
-        if fastest <= other <= slowest and other + 1 < len(correlation)
-    ]
+
+    def inside(other: float) -> bool:
+        return fastest <= other <= slowest and other + 1 < len(correlation)
+
+    candidates = [lag] + [_peak_near(correlation, other) for other in (lag / 2, lag * 2)
+                          if inside(other)]
     saliences = [pulse_salience(onsets, candidate) for candidate in candidates]
     top = max(saliences)
-    chosen = min(
-        candidate
-        for candidate, salience in zip(candidates, saliences, strict=True)
-        if salience >= OCTAVE_SALIENCE_RATIO * top
+    chosen, salience = min(
+        (candidate, value)
+        for candidate, value in zip(candidates, saliences, strict=True)
+        if value >= OCTAVE_SALIENCE_RATIO * top
     )
-    return float(round(60.0 * rate / float(np.clip(chosen, fastest, slowest)), 1))
+    chosen = float(np.clip(chosen, fastest, slowest))
+    # the alternative: (plausibility, -ratio, period, salience, weaker ratio) per neighbour
+    options = []
+    for ratio in (2, 3):
+        for other in (chosen * ratio, chosen / ratio):
+            if not inside(other):
+                continue
+            # the exact multiple: the chosen lag is refined, and the weak level may have no
+            # autocorrelation peak of its own to snap to (`pulse_salience` searches +-3 %)
+            period = other
+            value = pulse_salience(onsets, period)
+            slower = period > chosen
+            weak = (weaker_ratio(salience, value, ratio) if slower
+                    else weaker_ratio(value, salience, ratio))
+            options.append((1.0 - weak if slower else weak, -ratio, period, value, weak))
+    if not options:
+        return TempoReading(round(60.0 * rate / chosen, 1), salience, None, None, None, False)
+    _, _, period, value, weak = max(options)
+    low, high = AMBIGUOUS_WEAKER_RATIO
+    return TempoReading(
+        bpm=round(60.0 * rate / chosen, 1),
+        salience=salience,
+        alternative_bpm=round(60.0 * rate / float(np.clip(period, fastest, slowest)), 1),
+        alternative_salience=value,
+        weaker_ratio=weak,
+        ambiguous=low <= weak <= high,
+    )
+
+
+def estimate_tempo(onsets: np.ndarray, rate: float) -> float | None:
+    """BPM from the onset envelope's autocorrelation, or None without a clear periodicity.
+
+    The first reading of `tempo_reading` (which also gives the metrical alternative).
+    """
+    reading = tempo_reading(onsets, rate)
+    return None if reading is None else reading.bpm
 
 
 def measurable_tempo_range(segment_seconds: float, rate: float) -> tuple[float, float] | None:
@@ -156,8 +249,11 @@ def segment_features(
     onsets = onset_envelope(window, rate)
     scale = intensity_scale if intensity_scale > 0 else 1.0
     intensity = np.clip(window / scale, 0.0, 1.0)
+    reading = tempo_reading(onsets, rate)
     return {
-        "tempo_bpm": estimate_tempo(onsets, rate),
+        "tempo_bpm": None if reading is None else reading.bpm,
+        "tempo_candidates": [] if reading is None else reading.candidates(),
+        "tempo_ambiguous": False if reading is None else reading.ambiguous,
         "feature_rate_hz": float(rate),
         "onset_envelope": [round(float(value), 4) for value in onsets],
         "intensity": [round(float(value), 4) for value in intensity],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthesis.config import ConfigError, ModelSpec
+from synthesis.sections import ConfigError, ModelSpec
 
 
 class ModelNotFoundError(RuntimeError):

@@ -70,7 +70,26 @@ class ScoreSlice:
         return sorted(notes, key=lambda note: (note.start, note.pitch))
 
     def programs(self) -> list[int]:
-        return sorted({int(instrument.program) for instrument in self.midi.instruments})
+        """The General MIDI programs of the pitched instruments playing in the window.
+
+        Drum tracks (MIDI channel 10) are left out: their program number picks a drum kit, not
+        an instrument, and a kit's usual 0 would read as piano. `has_drums` says they play.
+        """
+        return sorted(
+            {
+                int(instrument.program)
+                for instrument in self.midi.instruments
+                if not instrument.is_drum
+            }
+        )
+
+    def has_drums(self) -> bool:
+        """Whether a drum track plays in the window (a slice keeps only instruments with notes)."""
+        return any(instrument.is_drum for instrument in self.midi.instruments)
+
+    def is_unpitched(self) -> bool:
+        """No pitched note in the window: drums only, or nothing (no melody, no harmony)."""
+        return not self.pitched_notes()
 
     def midi_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -87,6 +106,7 @@ class ScoreSlice:
             },
             "score_notes": int(self.note_count),
             "score_programs": self.programs(),
+            "score_drums": self.has_drums(),
         }
 
 

@@ -11,9 +11,11 @@ Two layouts are understood:
 from __future__ import annotations
 
 import hashlib
+import math
 import pathlib
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -69,6 +71,19 @@ def _stated_seconds(stream: Any, container: Any) -> float | None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
         return float(container.duration) / av.time_base
+    return None
+
+
+def _stated_end(stream: Any, container: Any) -> Fraction | None:
+    """The time (s) at which the file's index says `stream` ends: its start plus its duration.
+
+    On the presentation timeline, as frame times are: a stream that starts late (an MP4 edit
+    list, a video track starting after the audio) ends that much later than its length.
+    """
+    if stream.duration is not None and stream.time_base is not None:
+        return (stream.duration + (stream.start_time or 0)) * Fraction(stream.time_base)
+    if container.duration is not None:
+        return Fraction(container.duration + (container.start_time or 0), av.time_base)
     return None
 
 
@@ -182,6 +197,15 @@ def _square_crop(image: np.ndarray) -> np.ndarray:
     return image[top : top + side, left : left + side]
 
 
+def _sample_count(until: Fraction, rate: Fraction) -> int:
+    """How many sample times j / rate (j = 0, 1, ...) lie before `until` seconds: ceil(until*rate).
+
+    Exact (rationals): a sample time equal to a frame's time is not before it, so that frame
+    takes the sample (float accumulation of 1 / rate once gave such samples the frame before).
+    """
+    return max(0, math.ceil(until * rate))
+
+
 def sample_video(
     path: pathlib.Path,
     frame_rate: float,
@@ -191,8 +215,14 @@ def sample_video(
 ) -> SampledVideo:
     """Decodes the video once, keeping RGB frames at `frame_rate` and gray ones at `motion_rate`.
 
-    Each sample time takes the frame showing at that time. Frames are centre-cropped to a square
-    (the encoders' input shape) after scaling the shorter side to the target size.
+    Sample j of a rate r is the frame showing at time j / r: the one whose presentation interval
+    [pts, next frame's pts) contains it, by the stream's own timestamps, so variable-frame-rate
+    video (phones, frames dropped by `mpdecimate`, a frozen stretch without frames) is sampled at
+    the right times. The last frame shows until the stream's end as the file states it (else for
+    an average frame period); a time before the first frame (a stream starting late) takes the
+    first frame. Times are compared exactly, in rationals.
+    Frames are centre-cropped to a square (the encoders' input shape) after scaling the shorter
+    side to the target size.
     """
     try:
         container = av.open(str(path))
@@ -200,44 +230,69 @@ def sample_video(
         raise VideoError(f"cannot open {path.name}: {describe_av_error(error)}") from error
     frames: list[np.ndarray] = []
     motion: list[np.ndarray] = []
+    frame_step, motion_step = Fraction(frame_rate), Fraction(motion_rate)
+
+    def showing(frame: Any) -> tuple[np.ndarray, np.ndarray]:
+        """`frame` as the encoders' RGB square and the motion features' small gray image."""
+        scale = frame_size / min(frame.width, frame.height)
+        width = max(frame_size, round(frame.width * scale))
+        height = max(frame_size, round(frame.height * scale))
+        rgb = _square_crop(frame.to_ndarray(width=width, height=height, format="rgb24"))
+        step = max(1, rgb.shape[0] // motion_size)
+        return rgb, rgb[::step, ::step].astype(np.float32).mean(axis=2) / 255.0
+
+    def take_until(frame: Any, until: Fraction) -> None:
+        """Gives `frame` every sample time before `until` not yet taken (converted only if any)."""
+        frame_count = _sample_count(until, frame_step)
+        motion_count = _sample_count(until, motion_step)
+        if frame_count <= len(frames) and motion_count <= len(motion):
+            return
+        rgb, gray = showing(frame)
+        frames.extend([rgb] * (frame_count - len(frames)))
+        motion.extend([gray] * (motion_count - len(motion)))
+
     with container:
         if not container.streams.video:
             raise VideoError(f"{path.name} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        frame_period = 1.0 / rate
-        next_frame, next_motion = 0.0, 0.0
-        last_time = 0.0
+        average = stream.average_rate or stream.guessed_rate or 25
+        frame_period = 1 / Fraction(average)
+        stated_end = _stated_end(stream, container)
+        current, current_start = None, Fraction(0)
         try:
             for frame in container.decode(stream):
-                if frame.time is None:
+                if frame.pts is None:
                     continue
-                start = float(frame.time)
-                last_time = max(last_time, start + frame_period)
-                if next_frame < start + frame_period or next_motion < start + frame_period:
-                    scale = frame_size / min(frame.width, frame.height)
-                    width = max(frame_size, round(frame.width * scale))
-                    height = max(frame_size, round(frame.height * scale))
-                    rgb = _square_crop(frame.to_ndarray(width=width, height=height, format="rgb24"))
-                while next_frame < start + frame_period:
-                    frames.append(rgb)
-                    next_frame += 1.0 / frame_rate
-                if next_motion < start + frame_period:
-                    step = max(1, rgb.shape[0] // motion_size)
-                    gray = rgb[::step, ::step].astype(np.float32).mean(axis=2) / 255.0
-                    while next_motion < start + frame_period:
-                        motion.append(gray)
-                        next_motion += 1.0 / motion_rate
+                start = frame.pts * Fraction(frame.time_base or stream.time_base)
+                # the frame before this one shows until this one starts (the first frame also
+                # stands for any time before it)
+                take_until(current if current is not None else frame, start)
+                current, current_start = frame, start
         except (av.error.FFmpegError, ValueError) as error:
             raise VideoError(
                 f"cannot decode the video of {path.name}: {describe_av_error(error)}"
             ) from error
-        stated = _stated_seconds(stream, container)
-    if not frames:
+        if current is None:
+            raise VideoError(f"{path.name}: no decodable video frames")
+        # How far the decode got, measured as the truncation check always has.
+        decoded_end = current_start + frame_period
+        _check_complete(
+            path.name,
+            "video",
+            float(decoded_end),
+            None if stated_end is None else float(stated_end),
+            2 * float(frame_period),
+        )
+        # The last frame shows until the end the file states. Frames' own durations are no
+        # guide: with B-frames FFmpeg hands each frame a duration taken in decoding order.
+        end = decoded_end
+        if stated_end is not None and stated_end > current_start:
+            end = stated_end
+        take_until(current, end)
+    if not frames:  # the stream ends before time 0
         raise VideoError(f"{path.name}: no decodable video frames")
-    _check_complete(path.name, "video", last_time, stated, 2 * frame_period)
-    duration = min(last_time, stated) if stated else last_time
+    duration = float(end if stated_end is None else min(end, stated_end))
     return SampledVideo(duration, frame_rate, np.stack(frames), motion_rate, np.stack(motion))
 
 

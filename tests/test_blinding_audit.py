@@ -117,6 +117,10 @@ def test_new_trial_types_are_blind(app, make_study, long_demo_set_dir):
     labelled = [o for o in observations if o.label is not None]
     assert {o.trial_type for o in labelled} == types
     assert not any(o.slot == "ref" for o in labelled)  # the open references
+    # the page's waveform outline (of the open Reference) is observed too, never labelled
+    outlines = [o for o in observations if o.slot == "peaks/ref"]
+    assert outlines and all(o.status == 200 and o.label is None for o in outlines)
+    assert {o.size for o in outlines} == {outlines[0].size}
     results = analyse(observations, permutations=499, seed=0)
     assert {r.task.split("/")[0] for r in results if r.group == TRANSPORT} == types
     for result in results:

@@ -53,6 +53,7 @@ STUDIES = {
     "p808-2afc": (DATA / "p808_2afc_study.yaml", "long_demo_set_dir"),
 }
 SCRIPT_SRC = re.compile(r'<script src="([^"]+)"')
+PEAKS_SRC = re.compile(r'\sdata-peaks="([^"]+)"')  # the waveform outline a page's script fetches
 # Names of items that are not conditions of the set but must stay hidden all the same.
 HIDDEN_ITEMS = {
     "p808_gold_high",
@@ -94,6 +95,8 @@ def test_nothing_participant_facing_names_a_condition(request, app, client, make
             headers_of_trial[url.rsplit("/", 1)[1]] = dict(response.headers)
             if response.mimetype == "audio/wav":
                 assert wav_chunks(response.get_data()) == ["fmt ", "data"]
+        for url in PEAKS_SRC.findall(page.html):
+            assert fetch("get", url).status_code == 200
         audio_headers_by_trial.append((page.trial_type, headers_of_trial))
         response = fetch("post", page.action, data=valid_answer(app, page))
         assert response.status_code == 303, page.trial_type

@@ -246,6 +246,34 @@ def test_every_page_passes_axe(app, live_server, chromium, tmp_path):
         page.set_viewport_size({"width": 1280, "height": 800})
         page.locator("#designer-power").screenshot(
             path=str(Path(os.environ["SIGHTSOUND_SCREENSHOTS"]) / "designer-power.png"))
+    # The pre-registration (issue 22): read, edited and downloaded before opening, then
+    # frozen by opening the study and amended.
+    page.goto(f"{live_server}/researcher/studies/{power_draft}/preregistration")
+    audit.check("pre-registration (draft, with power)")
+    page.goto(f"{live_server}/researcher/studies/{draft}/")
+    with page.expect_navigation():
+        page.click("#preregistration")
+    page.fill("#plan-authors", "A. Researcher")
+    page.fill("#plan-sample-size", "40")
+    with page.expect_navigation():
+        page.click("#plan-save")
+    audit.check("pre-registration (draft)")
+    with page.expect_download() as download:
+        page.click("#download-md")
+    markdown = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "# Pre-registration: A draft" in markdown and "A. Researcher" in markdown
+    assert "40 listeners who complete the study." in markdown
+    page.goto(f"{live_server}/researcher/studies/{draft}/")
+    with page.expect_navigation():
+        page.click("#open-study")
+    page.goto(f"{live_server}/researcher/studies/{draft}/preregistration")
+    assert "Frozen" in page.inner_text("#plan-frozen")
+    page.fill("#amend-text", "Recruitment stops at 32 listeners.")
+    page.fill("#amend-reason", "Funding ended.")
+    with page.expect_navigation():
+        page.click("#amend-save")
+    assert "Recruitment stops at 32 listeners." in page.inner_text("#plan-amendments")
+    audit.check("pre-registration (frozen, amended)")
     page.goto(f"{live_server}/researcher/studies/{slug}/dashboard")
     page.wait_for_selector("#participants tbody tr")
     audit.check("dashboard")

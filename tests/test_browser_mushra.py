@@ -2,7 +2,8 @@
 phone (390x844): the Reference's waveform drawn, a loop region dragged on it (and set by keys),
 one vertical slider per sample under its play button beside the five quality bands, sliders that
 start unset and must each be set, the keyboard shortcuts, no sideways scrolling; the answer is
-then read back from the server's export.
+then read back from the server's export. Each clip is fetched on its first play, never on load,
+so the export's listening evidence tells a screen rated unheard from one played through.
 
 SIGHTSOUND_SCREENSHOTS=docs/screenshots makes the test (re)write mushra-desktop.png and
 mushra-phone.png there (the README shows them)."""
@@ -89,6 +90,11 @@ def sized_page(request):
 
 def state(page) -> dict:
     return page.evaluate(STATE)
+
+
+def wait_for_state(page, condition: str) -> None:
+    """Wait until `condition` (JavaScript on the player's state `s`) holds."""
+    page.wait_for_function(f"() => (s => {condition})({STATE})")
 
 
 def check_layout(page, slots: list[str], size: str) -> None:
@@ -201,6 +207,8 @@ def test_mushra_page_in_chromium(app, live_server, sized_page):
 
     # keyboard: R plays the Reference, 1-5 switch between the samples at the running playhead
     page.keyboard.press("r")
+    # (its first play: audible once fetched and decoded)
+    wait_for_state(page, "s.audible === 'ref'")
     page.wait_for_timeout(400)
     before = state(page)
     clock = time.monotonic()
@@ -222,6 +230,7 @@ def test_mushra_page_in_chromium(app, live_server, sized_page):
     # (the buttons by pointer too)
     page.click(f'button.mushra-play[data-slot="{slots[0]}"]')
     assert state(page)["slot"] == slots[0]
+    wait_for_state(page, "s.decoded.length === 6")  # (each fetched on its first play)
 
     # a loop region dragged on the waveform (by finger on the phone): the player loops
     # exactly there
@@ -347,3 +356,192 @@ def test_mushra_page_in_chromium(app, live_server, sized_page):
     screen = [r for r in rows if r["trial_type"] == "mushra"]
     assert {r["stimulus_slot"]: r["mushra_score"] for r in screen} == scores
     assert {r["stimulus_slot"]: r["plays"] for r in screen} == {s: plays[s] for s in slots}
+
+
+# ---- fetch on first play ------------------------------------------------------------------
+# Issue 23: the page fetches a slot's audio the first time it is played, never on load, so the
+# server's listening evidence (listening.py) means something: a screen rated without playing
+# shows nothing fetched and is flagged unheard; one with every clip played shows each whole.
+
+# Records, from before any page script runs, what the player asks Web Audio for (gain ramps and
+# source starts, on the context's clock) and each key press, so the delay from a key press to
+# the clip becoming audible can be read off the context's own clock.
+AUDIO_PROBE = """
+(() => {
+  const log = window.__audioLog = [];
+  const Base = window.AudioContext;
+  window.AudioContext = class extends Base {
+    constructor(...args) { super(...args); window.__audioContext = this; }
+  };
+  const ramp = AudioParam.prototype.linearRampToValueAtTime;
+  AudioParam.prototype.linearRampToValueAtTime = function (value, end) {
+    log.push({kind: 'ramp', value: value, end: end, wall: performance.now()});
+    return ramp.call(this, value, end);
+  };
+  const start = AudioBufferSourceNode.prototype.start;
+  AudioBufferSourceNode.prototype.start = function (when, offset) {
+    log.push({kind: 'start', when: when, offset: offset, wall: performance.now()});
+    return start.apply(this, arguments);
+  };
+  window.addEventListener('keydown', (e) => {
+    const ctx = window.__audioContext;
+    log.push({kind: 'key', key: e.key, wall: performance.now(),
+              ctx: ctx ? ctx.currentTime : null});
+  }, true);
+})();
+"""
+
+
+@pytest.fixture
+def desktop_page():
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(30_000)
+        page.add_init_script(AUDIO_PROBE)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        audio_requests: list[str] = []  # the slots of every media request, in order
+        page.on(
+            "request",
+            lambda r: audio_requests.append(r.url.rsplit("/", 1)[1]) if "/m/" in r.url else None,
+        )
+        yield page, audio_requests
+        assert errors == [], errors
+
+
+def open_mushra_screen(app, live_server, page) -> list[str]:
+    """Join, consent, and stand on the first MUSHRA screen, ready; its sample slots."""
+    with app.app_context():
+        entry = db.session.scalar(select(Study.entry_token))
+    page.goto(f"{live_server}/join/{entry}")
+    with page.expect_navigation():
+        page.click("#start")
+    page.check('input[name="consent"]')
+    with page.expect_navigation():
+        page.click("#submit")
+    assert trial_type(page) == "mushra"
+    page.wait_for_selector('#mushra[data-loaded="true"]', timeout=30_000)
+    return page.eval_on_selector_all("input.mushra-slider", "els => els.map(e => e.dataset.slot)")
+
+
+def set_every_slider(page, slots: list[str]) -> None:
+    for slot in slots:
+        page.focus(f'input.mushra-slider[data-slot="{slot}"]')
+        page.keyboard.press("End")
+    page.locator("#submit").focus()  # (keys below must not reach a slider)
+    assert page.input_value('input[name="moved"]') == "all"
+
+
+def first_screen_evidence(app) -> tuple[dict[str, float], str]:
+    """The export's listening evidence of the first MUSHRA screen: the fraction of each slot
+    sent before the answer (slots never fetched absent) and its flag_unheard."""
+    with app.app_context():
+        study = db.session.scalar(select(Study))
+        rows = list(csv.DictReader(io.StringIO(responses_csv(study))))
+    screen = [r for r in rows if r["trial_type"] == "mushra"]
+    assert screen and len({r["trial_index"] for r in screen}) == 1
+    fetched = screen[0]["media_fetched"]
+    fractions = {k: float(v) for k, v in (p.split(":") for p in fetched.split(";") if p)}
+    flags = {r["flag_unheard"] for r in screen}
+    assert len(flags) == 1
+    return fractions, flags.pop()
+
+
+def test_a_screen_rated_without_playing_fetched_nothing(app, live_server, desktop_page):
+    """On load the page fetches the Reference's outline (to draw it), no audio; a participant
+    who sets every slider without playing anything is flagged unheard, nothing fetched."""
+    page, audio_requests = desktop_page
+    slots = open_mushra_screen(app, live_server, page)
+    pixels = page.evaluate(INKED_PIXELS)  # the Reference's waveform is drawn all the same
+    assert pixels["inked"] > 0.05 * pixels["total"], pixels
+    assert state(page)["duration"] == pytest.approx(3.0, abs=0.05)
+    set_every_slider(page, slots)
+    with page.expect_navigation():
+        page.click("#submit")
+    fractions, unheard = first_screen_evidence(app)
+    assert fractions == {}  # not one byte of any slot, the Reference included
+    assert unheard == "1"
+    assert audio_requests == []
+
+
+def switch_delays(log: list[dict]) -> list[dict]:
+    """Per key press: the delay to the audible start of the clip it selects, on the context's
+    clock (the ramp of its gain to 1, or its source's start when that is later) and in wall
+    time from the key to the script's scheduling of that ramp."""
+    out = []
+    for i, event in enumerate(log):
+        if event["kind"] != "key" or event["ctx"] is None:
+            continue
+        later = log[i + 1 :]
+        upto = next((j for j, e in enumerate(later) if e["kind"] == "key"), len(later))
+        window = later[:upto]
+        on = next((e for e in window if e["kind"] == "ramp" and e["value"] == 1), None)
+        if on is None:
+            continue
+        started = [e["when"] for e in window if e["kind"] == "start" and e["wall"] <= on["wall"]]
+        audible = max([on["end"] - 0.005, *started])
+        out.append(
+            {
+                "key": event["key"],
+                "ctx_ms": 1000 * (audible - event["ctx"]),
+                "wall_ms": on["wall"] - event["wall"],
+            }
+        )
+    return out
+
+
+def test_played_slots_are_fetched_once_and_switch_in_step(app, live_server, desktop_page):
+    """Each slot is fetched when first played, once; after that switching is as before the
+    change (no fetch, the gain moves at once) and every source plays the shared playhead's
+    sample; the evidence shows every slot whole and no flag."""
+    page, audio_requests = desktop_page
+    slots = open_mushra_screen(app, live_server, page)
+    keys = ["r", *(str(i) for i in range(1, len(slots) + 1))]
+    for key in keys:  # the first play of each: fetched and decoded then
+        page.keyboard.press(key)
+        page.wait_for_timeout(150)
+    wait_for_state(page, f"s.decoded.length === {len(slots) + 1} && s.audible !== null")
+    first = switch_delays(page.evaluate("window.__audioLog"))
+    mark = len(page.evaluate("window.__audioLog"))
+    for _ in range(3):  # switching after the first play
+        for key in keys:
+            page.keyboard.press(key)
+            page.wait_for_timeout(60)
+    later = switch_delays(page.evaluate("window.__audioLog")[mark:])
+    print_delays("first play", first)
+    print_delays("switch after first play", later)
+    assert len(later) == 3 * len(keys)
+    assert sorted(audio_requests) == sorted(["ref", *slots])  # each once, when first played
+    assert state(page)["slot"] == slots[-1]
+
+    # every source started on a frame of the context, at the offset the shared clock had
+    # reached then: all six play the same sample at every moment
+    now = state(page)
+    rate, clock = now["sampleRate"], now["clock"]
+    span = now["duration"]  # (no loop region: the whole clip)
+    assert sorted(s["slot"] for s in now["sourceStarts"]) == sorted(["ref", *slots])
+    for source in now["sourceStarts"]:
+        assert source["when"] * rate == pytest.approx(round(source["when"] * rate), abs=1e-3)
+        expected = (source["when"] - clock["startedAt"] + clock["offset"]) % span
+        assert source["offset"] == pytest.approx(expected, abs=1e-6), source
+
+    page.keyboard.press("s")
+    set_every_slider(page, slots)
+    with page.expect_navigation():
+        page.click("#submit")
+    fractions, unheard = first_screen_evidence(app)
+    assert fractions == {slot: 1.0 for slot in ["ref", *slots]}
+    assert unheard == "0"
+
+
+def print_delays(what: str, delays: list[dict]) -> None:
+    """The measured delays, for the record (run with -s): figures, not assertions."""
+    ctx = sorted(d["ctx_ms"] for d in delays)
+    wall = sorted(d["wall_ms"] for d in delays)
+    if ctx:
+        print(
+            f"\n{what}: n={len(ctx)} audio-clock delay median {ctx[len(ctx) // 2]:.1f} ms "
+            f"max {ctx[-1]:.1f} ms; key to scheduling median {wall[len(wall) // 2]:.1f} ms "
+            f"max {wall[-1]:.1f} ms"
+        )

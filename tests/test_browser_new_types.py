@@ -62,6 +62,8 @@ def _mushra_screen(page, screen: int) -> dict:
     assert len(slots) == 5
     # the open reference, then every sample: switching keeps the shared playhead running
     page.click("#mushra-ref")
+    # (its first play: audible once fetched and decoded)
+    page.wait_for_function(f"() => {STATE}.audible === 'ref'")
     page.wait_for_timeout(400)
     before = page.evaluate("document.getElementById('mushra').mushraState()")
     assert before["slot"] == "ref" and before["position"] > 0.1

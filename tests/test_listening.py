@@ -8,12 +8,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from study_app.listening import (
+    MAX_RANGES,
+    MAX_REQUESTS_PER_WINDOW,
     Fetch,
     ListeningEvidence,
     assess_listening,
     coverage,
     covered_bytes,
+    merge_range,
+    next_window,
     server_rt_ms,
+    throttle_wait,
     too_quick,
 )
 
@@ -115,3 +120,43 @@ def test_media_fetched_rounds_down_so_whole_means_whole():
     almost = ListeningEvidence(1, {"x": 0.999, "a": 1.0, "b": 0.0}, True, False)
     assert almost.media_fetched == "a:1.00;b:0.00;x:0.99"
     assert ListeningEvidence(1, {"a": 0.29}, True, False).media_fetched == "a:0.29"
+
+
+# --- The bounded stored form: merged ranges and the flood throttle ------------------------------
+
+
+def test_merge_range_keeps_the_union_as_it_grows():
+    ranges: list[list[int]] = []
+    for first, end in [(0, 2), (0, 700), (650, 1000), (5, 6), (2000, 2100), (1000, 1500)]:
+        ranges = merge_range(ranges, first, end)
+    assert ranges == [[0, 1500], [2000, 2100]]  # overlapping and touching ranges join
+    assert merge_range(ranges, 40, 40) == ranges  # nothing sent adds nothing
+    # whatever the order, the stored union covers what covered_bytes counts of all of them
+    pieces = [(900, 1000), (0, 100), (450, 500), (100, 450), (600, 650)]
+    merged: list[list[int]] = []
+    for first, end in pieces:
+        merged = merge_range(merged, first, end)
+    assert covered_bytes(map(tuple, merged), 1000) == covered_bytes(pieces, 1000) == 650
+
+
+def test_merge_range_past_the_cap_drops_the_smallest_never_bridges_a_gap():
+    ranges: list[list[int]] = []
+    for i in range(MAX_RANGES + 10):  # scattered one-byte requests, then one real range
+        ranges = merge_range(ranges, 10 * i, 10 * i + 1)
+    ranges = merge_range(ranges, 5000, 9000)
+    assert len(ranges) == MAX_RANGES
+    assert [5000, 9000] in ranges
+    # under-counted (some single bytes forgotten), never over-counted (no gap filled)
+    assert covered_bytes(map(tuple, ranges), 10_000) == 4000 + MAX_RANGES - 1
+
+
+def test_throttle_refuses_past_the_allowance_until_the_window_ends():
+    assert throttle_wait(None, 0, at(0)) == 0  # no request yet
+    assert throttle_wait(at(0), MAX_REQUESTS_PER_WINDOW - 1, at(30)) == 0
+    assert throttle_wait(at(0), MAX_REQUESTS_PER_WINDOW, at(30)) == 30
+    assert throttle_wait(at(0), MAX_REQUESTS_PER_WINDOW, at(59.5)) == 1  # rounded up
+    assert throttle_wait(at(0), 10**6, at(60)) == 0  # a new window
+    assert throttle_wait(at(0), 3, at(1), limit=3) == 59
+    assert next_window(None, 0, at(5)) == (at(5), 1)
+    assert next_window(at(0), 7, at(59)) == (at(0), 8)
+    assert next_window(at(0), 7, at(60)) == (at(60), 1)

@@ -5,6 +5,8 @@ every numeric field must be a finite number in its range. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -115,3 +117,111 @@ def test_a_complete_answer_keeps_the_scores_given(app, client, mushra_page):
         k.removeprefix("score_"): int(v) for k, v in data.items() if k.startswith("score_")
     }
     assert stored["plays"]["ref"] == 2 and stored["client_rt_ms"] in (12345, 12346)
+
+
+# ---- the Reference's waveform outline (issue 23) ---------------------------------------------
+# The page draws the Reference from an outline the server computes, so that drawing it fetches
+# no audio (the media log, listening.py, then records only clips fetched to be played).
+
+PEAKS_URL = re.compile(r'data-peaks="([^"]+)"')
+
+
+def reference_file(app, trial_token: str) -> Path:
+    from study_app.models import Clip, Trial
+
+    with app.app_context():
+        trial = db.session.scalar(select(Trial).where(Trial.token == trial_token))
+        name = db.session.scalar(
+            select(Clip.media_file).where(Clip.key == trial.spec["reference_clip"])
+        )
+    return Path(app.config["MEDIA_DIR"]) / name
+
+
+def test_the_reference_outline_is_the_current_screens_only_and_fixed_in_size(
+    app, client, make_study, mushra_page
+):
+    import numpy as np
+
+    from study_app.audio import PEAK_BUCKETS, read_wav_info, read_wav_samples
+    from study_app.export import responses_csv
+    from study_app.models import Study, Trial
+
+    url = PEAKS_URL.search(mushra_page.html).group(1)
+    base, slot = url.rsplit("/peaks/", 1)
+    token = mushra_page.action.rsplit("/", 1)[1]
+    assert slot == "ref" and base.endswith(f"/t/{token}")
+    got = client.get(url)
+    assert got.status_code == 200 and got.mimetype == "application/octet-stream"
+    assert got.headers["Cache-Control"] == "private, no-store"
+    body = got.get_data()
+    assert len(body) == 8 + 2 * PEAK_BUCKETS
+    # the header is the Reference's length and rate; the pairs are its outline
+    clip = reference_file(app, token)
+    info = read_wav_info(clip)
+    assert np.frombuffer(body[:8], "<u4").tolist() == [info.frames, info.sample_rate]
+    pairs = np.frombuffer(body[8:], np.int8).reshape(PEAK_BUCKETS, 2)
+    assert (pairs[:, 0] <= pairs[:, 1]).all()
+    samples, _ = read_wav_samples(clip)
+    assert pairs.max() == round(127 * float(samples.max()))
+    assert pairs.min() == round(127 * float(samples.min()))
+    # the open Reference only: a hidden slot's outline could tell an anchor from the rest
+    for hidden in re.findall(r'name="score_(s\d+)"', mushra_page.html) + ["x", "video"]:
+        assert client.get(f"{base}/peaks/{hidden}").status_code == 404, hidden
+    # the next screen's (not reached yet) and another participant's: as if they did not exist
+    with app.app_context():
+        participant_id = db.session.scalar(select(Trial.participant_id).where(Trial.token == token))
+        tokens = db.session.scalars(
+            select(Trial.token)
+            .where(Trial.participant_id == participant_id, Trial.trial_type == "mushra")
+            .order_by(Trial.trial_index)
+        ).all()
+    assert tokens[0] == token
+    next_url = url.replace(token, tokens[1])
+    assert client.get(next_url).status_code == 404
+    other = app.test_client()
+    with app.app_context():
+        entry = db.session.scalar(select(Study.entry_token))
+    other_step = start(other, entry)
+    other.post(read_page(other.get(other_step)).action, data={"consent": "yes"})
+    other_page = read_page(other.get(other_step))
+    other_url = PEAKS_URL.search(other_page.html).group(1)
+    assert other.get(other_url).status_code == 200
+    ours, theirs = url.split("/")[2], other_url.split("/")[2]
+    assert client.get(other_url.replace(theirs, ours)).status_code == 404  # their screen's
+    # once the screen is answered its outline is gone, and the next one's has the same size
+    assert client.post(mushra_page.action, data=complete(mushra_page)).status_code == 303
+    assert client.get(url).status_code == 404
+    second = client.get(next_url)
+    assert second.status_code == 200 and len(second.get_data()) == len(body)
+    assert second.get_data() != body  # (another segment's Reference)
+    # an outline is not audio fetched: the listening evidence does not count it
+    with app.app_context():
+        rows = list(csv.DictReader(io.StringIO(responses_csv(db.session.scalar(select(Study))))))
+    screen = [r for r in rows if r["trial_type"] == "mushra"]
+    assert screen and {r["media_fetched"] for r in screen} == {""}
+
+
+def test_an_outline_has_one_size_whatever_the_clip(tmp_path):
+    """8 + 2 * PEAK_BUCKETS bytes for a clip of 10 frames, 3 s stereo or 7 s mono at another
+    rate; each bucket the min and max of its share of the frames, over every channel."""
+    import numpy as np
+
+    from study_app.audio import PEAK_BUCKETS, waveform_peaks, write_wav
+
+    clips = {
+        "tiny": (np.linspace(-1, 1, 10), 48_000),
+        "stereo": (0.5 * np.sin(np.arange(3 * 44_100)[:, None] / [7.0, 11.0]), 44_100),
+        "long": (0.1 * np.sin(np.arange(7 * 16_000) / 5.0), 16_000),
+    }
+    for name, (samples, rate) in clips.items():
+        write_wav(tmp_path / f"{name}.wav", samples, rate)
+        body = waveform_peaks(tmp_path / f"{name}.wav")
+        assert len(body) == 8 + 2 * PEAK_BUCKETS, name
+        assert np.frombuffer(body[:8], "<u4").tolist() == [len(samples), rate]
+        pairs = np.frombuffer(body[8:], np.int8).reshape(-1, 2).astype(float) / 127
+        frames = samples if samples.ndim == 2 else samples[:, None]
+        edges = np.arange(PEAK_BUCKETS + 1) * len(frames) // PEAK_BUCKETS
+        for b in (0, PEAK_BUCKETS // 3, PEAK_BUCKETS - 1):
+            part = frames[edges[b] : edges[b + 1]]
+            want = [part.min(), part.max()] if len(part) else [0.0, 0.0]
+            assert pairs[b] == pytest.approx(want, abs=1 / 127), (name, b)

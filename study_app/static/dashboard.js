@@ -38,7 +38,8 @@
     set("quality-line", "Failed headphone screening: " + data.failed_screening +
       " · failed catch/attention items: " + data.failed_catch +
       " · answers faster than the audio: " + data.too_fast_answers +
-      " · answers before the audio was downloaded whole (unheard): " + data.unheard_answers);
+      " · answers before the audio was downloaded whole (unheard): " + data.unheard_answers +
+      " · possible re-entries under another Prolific id: " + data.possible_reentries);
     fill("per-block", data.responses_per_block.map(function (b) {
       return [cell(b.block), cell(b.type), cell(String(b.responses)),
         cell(String(b.unheard)), cell(String(b.too_quick))];
@@ -62,6 +63,10 @@
       if (p.unheard) flags.push(p.unheard + " unheard");
       if (p.too_quick) flags.push(p.too_quick + " too quick");
       if (p.screened_out) flags.push("screened out");
+      if (p.possible_reentry_of) {
+        flags.push("possible re-entry of " + p.possible_reentry_of.split("|").join(", ") +
+                   " (" + p.reentry_evidence.split("|").join(", ") + ")");
+      }
       return [
         cell(p.participant, root.dataset.participantBase.replace("PID", p.participant)),
         cell(p.external_id || ""),

@@ -1,12 +1,18 @@
-// MUSHRA screen: every clip of the screen is fetched and decoded, then all are started together
-// on the same Web Audio clock, each through its own gain node; "playing" a sample only moves
-// the gains, so switching keeps the playhead. The page knows clips only by opaque slot.
+// MUSHRA screen: a clip (the Reference too) is fetched and decoded the first time it is played,
+// never before, so the server's log of media fetches (listening.py) tells which slots a
+// participant can have heard. Every decoded clip plays on one Web Audio clock through its own
+// gain node; "playing" a sample only moves the gains, so switching keeps the playhead. A clip
+// decoded while others play joins them at the shared playhead: its source starts on a sample
+// frame of the context with the offset the shared clock has reached there, so every source
+// stays on the same sample. The page knows clips only by opaque slot.
 //
-// The Reference's waveform is drawn here on a <canvas> from its decoded samples rather than by
-// wavesurfer.js: wavesurfer v7 builds its shadow DOM with an inline <style> element, which this
-// site's Content-Security-Policy (no inline styles, no nonces) blocks, and it would play and
-// fetch the clip through its own media element, beside the Web Audio player that keeps every
-// sample on one clock. Only the open Reference is drawn: a sample's waveform could give it away.
+// The Reference's waveform is drawn here on a <canvas> from the outline the server computes
+// (min/max per bucket, a fixed size: participant.py `peaks`), so drawing it fetches no audio,
+// rather than by wavesurfer.js: wavesurfer v7 builds its shadow DOM with an inline <style>
+// element, which this site's Content-Security-Policy (no inline styles, no nonces) blocks, and
+// it would play and fetch the clip through its own media element, beside the Web Audio player
+// that keeps every sample on one clock. Only the open Reference is drawn: a sample's waveform
+// could give it away.
 (function () {
   "use strict";
   const root = document.getElementById("mushra");
@@ -23,13 +29,23 @@
   const touched = new Set();
   const Ctx = window.AudioContext || window.webkitAudioContext;
   let ctx = null;
-  const buffers = {};
+  const urls = {};
+  root.querySelectorAll("audio.mushra-src").forEach(function (el) {
+    urls[el.dataset.slot] = el.getAttribute("src");
+  });
+  const slotNames = Object.keys(urls);
+  const buffers = {}; // slot -> decoded AudioBuffer, once played
+  const loading = {}; // slot -> the promise of its buffer, while (or once) fetched
   let sources = {};
   let gains = {};
+  let starts = {}; // slot -> [when, offset] its playing source was started with
+  let running = false; // the shared clock runs: every decoded clip has a playing source
   let active = null;
   let startedAt = 0;
   let offsetAt = 0;
-  let duration = 0;
+  let duration = 0; // from the server's outline of the Reference, before any audio is fetched
+  let outline = null; // that outline's (min, max) int8 pairs, 127 = full scale
+  const LEAD = 0.05; // seconds between scheduling a source and its start
   // The loop region (seconds); with `loop.on` false the whole clip plays round and round.
   const loop = { on: false, start: 0, end: 0 };
   const MIN_LOOP = 0.1; // shorter regions are a click, not a drag
@@ -42,15 +58,52 @@
   let audibleSince = null;
   const BANDS = [[80, "excellent"], [60, "good"], [40, "fair"], [20, "poor"], [0, "bad"]];
 
-  function decodeAll() {
+  // The Reference's outline: uint32 frames, uint32 sample rate, then (min, max) int8 pairs.
+  function loadOutline() {
     ctx = new Ctx();
-    const loads = Array.from(root.querySelectorAll("audio.mushra-src")).map(function (el) {
-      return fetch(el.getAttribute("src"), { credentials: "same-origin" })
-        .then(function (r) { return r.arrayBuffer(); })
+    return fetch(root.dataset.peaks, { credentials: "same-origin" })
+      .then(function (r) {
+        if (!r.ok) throw new Error("outline: " + r.status);
+        return r.arrayBuffer();
+      })
+      .then(function (data) {
+        const view = new DataView(data);
+        const frames = view.getUint32(0, true);
+        const rate = view.getUint32(4, true);
+        // In whole frames of the context (decoding resamples to its rate), rounded down: no
+        // decoded clip is shorter, so every source loops over the same span.
+        duration = Math.floor(frames * ctx.sampleRate / rate) / ctx.sampleRate;
+        outline = new Int8Array(data, 8);
+      });
+  }
+
+  // Fetch and decode a slot's clip, once; a failed fetch can be retried by playing it again.
+  function load(slot) {
+    if (!loading[slot]) {
+      loading[slot] = fetch(urls[slot], { credentials: "same-origin" })
+        .then(function (r) {
+          if (!r.ok) throw new Error(slot + ": " + r.status);
+          return r.arrayBuffer();
+        })
         .then(function (data) { return ctx.decodeAudioData(data); })
-        .then(function (buffer) { buffers[el.dataset.slot] = buffer; });
-    });
-    return Promise.all(loads);
+        .then(function (buffer) {
+          buffers[slot] = buffer;
+          if (buffer.duration < duration) {
+            // (Not expected: the import checks durations.) Every source must loop over the
+            // same span, so the clip's end moves in, and a running clock restarts with it.
+            duration = buffer.duration;
+            loop.start = Math.min(loop.start, duration);
+            loop.end = Math.min(loop.end, duration);
+            if (running) seek(position());
+          }
+          return buffer;
+        })
+        .catch(function (error) {
+          delete loading[slot];
+          throw error;
+        });
+    }
+    return loading[slot];
   }
 
   function region() {
@@ -60,40 +113,71 @@
 
   function clamp(t, a, b) { return Math.max(a, Math.min(t, b)); }
 
-  function position() {
-    if (!active) return offsetAt;
+  // The shared playhead at context time t (seconds into the clip).
+  function positionAt(t) {
+    if (!running) return offsetAt;
     const r = region();
     const span = r[1] - r[0];
     // (before the scheduled start the playhead stands at the offset)
-    const elapsed = Math.max(0, ctx.currentTime - startedAt);
+    const elapsed = Math.max(0, t - startedAt);
     return r[0] + ((elapsed + offsetAt - r[0]) % span + span) % span;
   }
 
+  function position() { return positionAt(ctx ? ctx.currentTime : 0); }
+
+  // The first sample frame of the context at or after `t + LEAD`: sources started on frames
+  // whose offsets differ by whole frames play the same samples at the same time.
+  function nextFrame(t) { return Math.ceil((t + LEAD) * ctx.sampleRate) / ctx.sampleRate; }
+
+  function addSource(slot, at, from) {
+    const r = region();
+    const source = ctx.createBufferSource();
+    source.buffer = buffers[slot];
+    source.loop = true;
+    source.loopStart = r[0];
+    source.loopEnd = r[1];
+    const gain = ctx.createGain();
+    gain.gain.value = 0;
+    source.connect(gain).connect(ctx.destination);
+    source.start(at, from);
+    sources[slot] = source; gains[slot] = gain; starts[slot] = [at, from];
+  }
+
+  // Start the shared clock at `offset`, with a source for every clip decoded so far.
   function startAll(offset) {
     stopAll();
     const r = region();
-    const at = ctx.currentTime + 0.05;
+    const at = nextFrame(ctx.currentTime);
     const from = clamp(offset, r[0], r[1] - 0.01);
-    sources = {}; gains = {};
-    Object.keys(buffers).forEach(function (slot) {
-      const source = ctx.createBufferSource();
-      source.buffer = buffers[slot];
-      source.loop = true;
-      source.loopStart = r[0];
-      source.loopEnd = r[1];
-      const gain = ctx.createGain();
-      gain.gain.value = 0;
-      source.connect(gain).connect(ctx.destination);
-      source.start(at, from);
-      sources[slot] = source; gains[slot] = gain;
-    });
     startedAt = at;
     offsetAt = from;
+    running = true;
+    Object.keys(buffers).forEach(function (slot) { addSource(slot, at, from); });
+  }
+
+  // A clip decoded while the clock runs: its source starts where the shared playhead is then.
+  function join(slot) {
+    if (!running || sources[slot]) return;
+    const at = Math.max(nextFrame(ctx.currentTime), startedAt);
+    addSource(slot, at, positionAt(at));
   }
 
   function stopAll() {
     Object.values(sources).forEach(function (s) { try { s.stop(); } catch (e) { /* ended */ } });
-    sources = {}; gains = {};
+    sources = {}; gains = {}; starts = {};
+    running = false;
+  }
+
+  // Make `slot` (or nothing, for null) the one audible clip: 5 ms ramps, a click-free
+  // crossfade that keeps every clip at the same position.
+  function fadeTo(slot) {
+    const now = ctx.currentTime;
+    Object.keys(gains).forEach(function (s) {
+      gains[s].gain.cancelScheduledValues(now);
+      gains[s].gain.setValueAtTime(gains[s].gain.value, now);
+      gains[s].gain.linearRampToValueAtTime(s === slot ? 1 : 0, now + 0.005);
+    });
+    audibleSince = slot && sources[slot] ? Math.max(now, starts[slot][0]) : null;
   }
 
   function account() {
@@ -104,9 +188,9 @@
   }
 
   function heardSeconds(slot) {
-    const running = slot === active && audibleSince !== null
+    const current = slot === active && audibleSince !== null
       ? Math.max(0, ctx.currentTime - audibleSince) : 0;
-    return (heard[slot] || 0) + running;
+    return (heard[slot] || 0) + current;
   }
 
   // Next stays disabled until every slider is set (and, with require_full_listen, every clip
@@ -115,8 +199,8 @@
     const unset = sliders.length - touched.size;
     let waiting = [];
     if (requireFull) {
-      waiting = Object.keys(buffers).length ? Object.keys(buffers).filter(function (slot) {
-        return heardSeconds(slot) < buffers[slot].duration - 0.05;
+      waiting = duration ? slotNames.filter(function (slot) {
+        return !buffers[slot] || heardSeconds(slot) < duration - 0.05;
       }) : ["loading"];
       root.dataset.waiting = String(waiting.length);
     }
@@ -134,14 +218,28 @@
     if (!duration) return;
     if (ctx.state === "suspended") ctx.resume();
     account();
-    if (!Object.keys(sources).length) startAll(offsetAt);
-    const now = ctx.currentTime;
-    Object.keys(gains).forEach(function (s) {
-      // 5 ms ramps: a click-free crossfade that keeps every clip at the same position
-      gains[s].gain.cancelScheduledValues(now);
-      gains[s].gain.setValueAtTime(gains[s].gain.value, now);
-      gains[s].gain.linearRampToValueAtTime(s === slot ? 1 : 0, now + 0.005);
-    });
+    if (buffers[slot]) {
+      if (running) join(slot); else startAll(offsetAt);
+      fadeTo(slot);
+    } else {
+      // Its first play: silent (the clock, if it runs, runs on) until it is fetched and decoded.
+      if (running) fadeTo(null);
+      status.textContent = "Loading…";
+      load(slot).then(function () {
+        if (running) {
+          join(slot); // (whichever slot is playing now: every decoded clip keeps in step)
+        } else if (active === slot) {
+          startAll(offsetAt);
+        }
+        if (active === slot) {
+          account();
+          fadeTo(slot);
+          status.textContent = READY;
+        }
+      }, function () {
+        if (active === slot) status.textContent = "This sample could not be loaded. Play it again.";
+      });
+    }
     if (active !== slot && !restarted) {
       const counter = form.querySelector('input[name="plays_' + slot + '"]');
       if (counter) counter.value = String(parseInt(counter.value || "0", 10) + 1);
@@ -151,7 +249,6 @@
       b.setAttribute("aria-pressed", b.dataset.slot === slot ? "true" : "false");
     });
     root.dataset.playing = slot;
-    audibleSince = Math.max(ctx.currentTime, startedAt);
     if (!animating) { animating = true; requestAnimationFrame(frame); }
   }
 
@@ -160,6 +257,7 @@
     account();
     stopAll();
     active = null;
+    audibleSince = null;
     root.dataset.playing = "";
     buttons.forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
     draw();
@@ -171,7 +269,9 @@
     const slot = active;
     offsetAt = clamp(seconds, r[0], r[1] - 0.01);
     if (slot) {
+      account();
       startAll(offsetAt);
+      audibleSince = null;
       active = null;
       select(slot, true); // the same sample again: not a new play
     }
@@ -200,29 +300,25 @@
   let peaks = null; // per canvas column: [min, max] over every channel
   let drag = null;
 
+  // The outline's buckets shared out over the canvas's columns (each column at least one).
   function computePeaks(width) {
-    const buffer = buffers.ref;
-    const channels = [];
-    for (let c = 0; c < buffer.numberOfChannels; c++) channels.push(buffer.getChannelData(c));
-    const per = buffer.length / width;
+    const buckets = outline.length / 2;
     const out = [];
     for (let x = 0; x < width; x++) {
+      const first = Math.min(buckets - 1, Math.floor(x * buckets / width));
+      const end = Math.max(first + 1, Math.floor((x + 1) * buckets / width));
       let lo = 0; let hi = 0;
-      const end = Math.min(buffer.length, Math.floor((x + 1) * per));
-      for (let i = Math.floor(x * per); i < end; i++) {
-        for (let c = 0; c < channels.length; c++) {
-          const v = channels[c][i];
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-        }
+      for (let b = first; b < end; b++) {
+        lo = Math.min(lo, outline[2 * b]);
+        hi = Math.max(hi, outline[2 * b + 1]);
       }
-      out.push([lo, hi]);
+      out.push([lo / 127, hi / 127]);
     }
     return out;
   }
 
   function draw() {
-    if (!buffers.ref) return;
+    if (!outline) return;
     const ratio = window.devicePixelRatio || 1;
     const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
     const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
@@ -384,6 +480,8 @@
 
   // Exposed for tests: the shared playhead (seconds), which slot is audible, the loop region
   // and the loop bounds the playing sources really use.
+  // The decoded slots, whether the shared clock runs, where it started, and each playing
+  // source's start time and offset (whose playhead the shared one must be).
   root.mushraState = function () {
     const seconds = {};
     Object.keys(buffers).forEach(function (slot) { seconds[slot] = heardSeconds(slot); });
@@ -395,13 +493,18 @@
       duration: duration,
       loop: { on: loop.on, start: loop.start, end: loop.end },
       sourceLoops: playing.map(function (s) { return [s.loopStart, s.loopEnd]; }),
+      decoded: Object.keys(buffers).sort(),
+      audible: active && audibleSince !== null ? active : null,
+      sampleRate: ctx ? ctx.sampleRate : null,
+      clock: running ? { startedAt: startedAt, offset: offsetAt } : null,
+      sourceStarts: Object.keys(starts).map(function (slot) {
+        return { slot: slot, when: starts[slot][0], offset: starts[slot][1] };
+      }),
     };
   };
 
-  decodeAll().then(function () {
-    duration = Math.min.apply(null, Object.values(buffers).map(function (b) {
-      return b.duration;
-    }));
+  const READY = "Ready. Play the Reference and each sample; rate every sample.";
+  loadOutline().then(function () {
     canvas.setAttribute("aria-valuemax", duration.toFixed(1));
     buttons.forEach(function (b) { b.disabled = false; });
     stopButton.disabled = false;
@@ -410,7 +513,7 @@
     root.dataset.loaded = "true";
     updateLock();
     if (requireFull) setInterval(updateLock, 250);
-    status.textContent = "Ready. Play the Reference and each sample; rate every sample.";
+    status.textContent = READY;
   }).catch(function () {
     status.textContent = "The sounds could not be loaded. Please reload the page.";
   });

@@ -85,6 +85,13 @@ class TrialType:
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         return {}
 
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        """The media slots a participant must hear to answer this trial: the listening evidence
+        (listening.py) flags an answer as unheard unless each was sent whole before it. Never
+        an optional sound (a calibration noise) nor a video (played muted). Default: every slot
+        that is not a video; each type with media states its own."""
+        return tuple(slot for slot, ref in self.media(spec).items() if ref.kind != "video")
+
     def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
         """WAV bytes for a media kind other than 'clip' and 'video' (e.g. tones, anchors).
 
@@ -255,3 +262,51 @@ def client_rt_ms(form: Mapping[str, str]) -> int | None:
     if not MILLISECONDS.fullmatch(raw) or float(raw) > MAX_RT_MS:
         raise AnswerError([f"rt_ms: must be a number of milliseconds between 0 and {MAX_RT_MS}."])
     return round(float(raw))
+
+
+# Shared checks for the types' block validation ------------------------------------------------
+
+# How many names a problem message quotes: a hostile list of thousands of names gets a short
+# message (the count says how many more), not a response as long as the request.
+NAMES_SHOWN = 10
+
+
+def quoted_names(names: list[str]) -> str:
+    """`names` as a Python list literal, cut to NAMES_SHOWN with a count of the rest."""
+    if len(names) <= NAMES_SHOWN:
+        return repr(names)
+    return f"{repr(names[:NAMES_SHOWN])[:-1]}, ... ({len(names)} in all)]"
+
+
+def condition_name_problems(
+    block_id: Any, names: list[str], catalog: Catalog, *, option: str = "conditions"
+) -> list[str]:
+    """Names in a block's condition list that the stimulus set lacks or that repeat.
+
+    Linear in the list (one set lookup per name). Every type runs it before any work that grows
+    faster than the list (pairs of conditions, Latin squares, schedules): once it passes, the
+    list holds each of the set's conditions at most once, so its length is bounded by the
+    stimulus set, not by the request body (issue 23: a body of 8,400 unknown names once built
+    every pair of them first).
+    """
+    known = catalog.conditions()
+    missing = sorted({name for name in names if name not in known})
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name in names:
+        (repeated if name in seen else seen).add(name)
+    problems = []
+    if missing:
+        problems.append(
+            f"block {block_id!r}: the stimulus set has no condition {quoted_names(missing)}"
+        )
+    if repeated:
+        problems.append(
+            f"block {block_id!r}: '{option}' lists {quoted_names(sorted(repeated))} more than once"
+        )
+    return problems
+
+
+def is_name_list(value: Any) -> bool:
+    """A list of strings: what a block's condition (or scale, anchor) list must be."""
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -18,7 +18,9 @@ from . import (
     MediaRef,
     TrialType,
     client_rt_ms,
+    condition_name_problems,
     int_in_range,
+    is_name_list,
     play_counts,
     register,
 )
@@ -31,6 +33,9 @@ def arrangement(rotation: int) -> tuple[str, str]:
     reference_slot = "A" if rotation % 4 < 2 else "B"
     x_slot = "A" if rotation % 2 == 0 else "B"
     return reference_slot, x_slot
+
+
+MAX_REPETITIONS = 10
 
 
 @register
@@ -49,18 +54,17 @@ class ABX(TrialType):
     def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
         problems = []
         conditions = block["conditions"]
-        if not conditions or not all(isinstance(c, str) for c in conditions):
+        if not conditions or not is_name_list(conditions):
             return [f"block {block['id']!r}: 'conditions' must list at least one condition"]
         if REFERENCE in conditions:
             problems.append(
                 f"block {block['id']!r}: ABX compares each condition with {REFERENCE!r}; "
                 "do not list the reference among 'conditions'"
             )
-        missing = set(conditions) - catalog.conditions()
-        if missing:
-            problems.append(
-                f"block {block['id']!r}: the stimulus set has no condition {sorted(missing)}"
-            )
+        # Names first, in linear time, before the catalog is searched for them (issue 23).
+        problems.extend(condition_name_problems(block["id"], conditions, catalog))
+        if problems:
+            return problems
         segments = catalog.segments_with([REFERENCE, *conditions])
         if not segments:
             problems.append(
@@ -75,11 +79,12 @@ class ABX(TrialType):
                 f"block {block['id']!r}: {trials} trials asked but the set can fill only "
                 f"{len(segments) * len(conditions)} distinct (segment, condition) pairs"
             )
-        for option, low in (("repetitions", 1), ("catch_trials", 0)):
+        # Capped: a schedule grows with both, and a participant hears every trial anyway.
+        for option, low, high in (("repetitions", 1, MAX_REPETITIONS), ("catch_trials", 0, 50)):
             value = block[option]
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 problems.append(
-                    f"block {block['id']!r}: {option!r} must be a whole number >= {low}"
+                    f"block {block['id']!r}: {option!r} must be a whole number {low}-{high}"
                 )
         if block["catch_trials"] and len(catalog.segments_with([REFERENCE])) < 2:
             problems.append(
@@ -164,6 +169,10 @@ class ABX(TrialType):
 
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         return {slot: MediaRef("clip", spec[f"clip_{slot}"]) for slot in SLOTS}
+
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # Whether X is A or B: all three must be heard.
+        return SLOTS
 
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {

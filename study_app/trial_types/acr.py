@@ -125,6 +125,10 @@ class AbsoluteCategoryRating(TrialType):
             return {"clip": MediaRef("p808_trap", f"{spec['correct_answer']}:{spec['clip']}")}
         return {"clip": MediaRef("clip", spec["clip"])}
 
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # The rated clip (also a gold or trapping one); a rest page has none.
+        return () if spec["item"] == "rest" else ("clip",)
+
     def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
         if ref.kind == "p808_gold_low":
             return gold_low_wav_bytes(clip_file(ref.key))

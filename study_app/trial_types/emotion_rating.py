@@ -13,7 +13,17 @@ from typing import Any
 
 from ..catalog import Catalog
 from ..counterbalance import latin_square_cells
-from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
+from . import (
+    AnswerError,
+    MediaRef,
+    TrialType,
+    client_rt_ms,
+    condition_name_problems,
+    int_in_range,
+    is_name_list,
+    play_counts,
+    register,
+)
 
 GEMS9 = (
     ("wonder", "Wonder", "filled with wonder, dazzled, moved"),
@@ -47,15 +57,16 @@ class EmotionRating(TrialType):
     def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
         problems = []
         conditions = block["conditions"]
-        if not conditions or not all(isinstance(c, str) for c in conditions):
+        if not conditions or not is_name_list(conditions):
             return [f"block {block['id']!r}: 'conditions' must list at least one condition"]
-        missing = set(conditions) - catalog.conditions()
-        if missing:
-            problems.append(
-                f"block {block['id']!r}: the stimulus set has no condition {sorted(missing)}"
-            )
+        # Names first, in linear time, before the catalog is searched for them (issue 23).
+        problems = condition_name_problems(block["id"], conditions, catalog)
+        if problems:
+            return problems
+        if not is_name_list(block["scales"]) or not block["scales"]:
+            return [f"block {block['id']!r}: 'scales' must be a non-empty subset of {list(SCALES)}"]
         unknown = set(block["scales"]) - set(SCALES)
-        if unknown or not block["scales"]:
+        if unknown:
             problems.append(
                 f"block {block['id']!r}: 'scales' must be a non-empty subset of {list(SCALES)}"
             )
@@ -75,8 +86,9 @@ class EmotionRating(TrialType):
                 f"{len(segments) * len(conditions)} clips of these conditions"
             )
         checks = block["attention_checks"]
-        if not isinstance(checks, int) or isinstance(checks, bool) or checks < 0:
-            problems.append(f"block {block['id']!r}: 'attention_checks' must be >= 0")
+        if not isinstance(checks, int) or isinstance(checks, bool) or not 0 <= checks <= 50:
+            # Capped: each check is one more trial in every participant's schedule.
+            problems.append(f"block {block['id']!r}: 'attention_checks' must be 0-50")
         elif checks and not {"valence", "arousal"} & set(block["scales"]):
             problems.append(
                 f"block {block['id']!r}: attention checks instruct an answer on the valence or "
@@ -124,6 +136,10 @@ class EmotionRating(TrialType):
         if spec["show_video"]:
             media["video"] = MediaRef("video", spec["segment"])
         return media
+
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # The rated clip; the video, when shown, plays muted beside it.
+        return ("clip",)
 
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {

@@ -16,7 +16,17 @@ from typing import Any
 
 from ..catalog import Catalog
 from ..counterbalance import latin_square_cells
-from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
+from . import (
+    AnswerError,
+    MediaRef,
+    TrialType,
+    client_rt_ms,
+    condition_name_problems,
+    int_in_range,
+    is_name_list,
+    play_counts,
+    register,
+)
 from .similarity import coverage_problems
 
 STRENGTHS = {1: "slightly", 2: "clearly", 3: "strongly"}
@@ -44,21 +54,27 @@ class FitPreference(TrialType):
     def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
         bid = block["id"]
         conditions, pairs = block["conditions"], block["pairs"]
-        if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
+        if not is_name_list(conditions):
             return [f"block {bid!r}: 'conditions' must be a list of condition names"]
-        if len(set(conditions)) < 2:
+        # Names first, in linear time: every pair is built only from a list that holds each of
+        # the set's conditions at most once (issue 23).
+        problems = condition_name_problems(bid, conditions, catalog)
+        if problems:
+            return problems
+        if len(conditions) < 2:
             return [f"block {bid!r}: a preference needs at least two different conditions"]
+        named = set(conditions)
         pairs_ok = pairs is None or (
             isinstance(pairs, list)
-            and bool(pairs)
+            and 0 < len(pairs) <= len(named) * (len(named) - 1) // 2
             and all(
-                isinstance(p, list) and len(p) == 2 and p[0] != p[1] and set(p) <= set(conditions)
-                for p in pairs
+                is_name_list(p) and len(p) == 2 and p[0] != p[1] and set(p) <= named for p in pairs
             )
+            and len({frozenset(p) for p in pairs}) == len(pairs)
         )
         if not pairs_ok:
             return [
-                f"block {bid!r}: 'pairs' must list pairs of two different conditions "
+                f"block {bid!r}: 'pairs' must list distinct pairs of two different conditions "
                 "named in 'conditions'"
             ]
         problems = coverage_problems(
@@ -103,6 +119,10 @@ class FitPreference(TrialType):
             "a": MediaRef("clip", spec["clip_a"]),
             "b": MediaRef("clip", spec["clip_b"]),
         }
+
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # Both soundtracks to choose between; the video is muted.
+        return ("a", "b")
 
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {

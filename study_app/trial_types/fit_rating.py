@@ -34,6 +34,10 @@ class FitRating(TrialType):
     def media(self, spec: Mapping[str, Any]) -> dict[str, MediaRef]:
         return {"clip": MediaRef("clip", spec["clip"]), "video": MediaRef("video", spec["segment"])}
 
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # The soundtrack rated against the (muted) video.
+        return ("clip",)
+
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {"require_full_listen": block["require_full_listen"]}
 

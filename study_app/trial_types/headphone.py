@@ -106,6 +106,11 @@ class HeadphoneCheck(TrialType):
         arrangement = f"{spec['quiet_position']}{spec['antiphase_position']}"
         return {"tones": MediaRef("headphone", arrangement), "calibration": MediaRef("noise", "")}
 
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # The three sounds the answer is about. The calibration noise ("Volume noise", optional
+        # on the page and loaded only when pressed) sets the volume: skipping it is allowed.
+        return ("tones",)
+
     def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
         if ref.kind == "noise":
             return calibration_noise_wav_bytes()

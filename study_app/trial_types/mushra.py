@@ -30,7 +30,16 @@ import numpy as np
 
 from ..audio import read_wav_samples, wav_bytes
 from ..catalog import REFERENCE, Catalog
-from . import AnswerError, MediaRef, TrialType, client_rt_ms, play_counts, register
+from . import (
+    AnswerError,
+    MediaRef,
+    TrialType,
+    client_rt_ms,
+    condition_name_problems,
+    is_name_list,
+    play_counts,
+    register,
+)
 
 ANCHOR_CUTOFFS = {"lp35": 3500.0, "lp70": 7000.0}
 SCORE = re.compile(r"[0-9]{1,3}")
@@ -102,7 +111,7 @@ class Mushra(TrialType):
     def validate_block(self, block: dict[str, Any], catalog: Catalog) -> list[str]:
         bid = block["id"]
         conditions = block["conditions"]
-        if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
+        if not is_name_list(conditions):
             return [f"block {bid!r}: 'conditions' must be a list of condition names"]
         problems = []
         if REFERENCE in conditions:
@@ -110,11 +119,12 @@ class Mushra(TrialType):
                 f"block {bid!r}: the reference is always on a MUSHRA screen; "
                 "do not list it among 'conditions'"
             )
-        missing = set(conditions) - catalog.conditions()
-        if missing:
-            problems.append(f"block {bid!r}: the stimulus set has no condition {sorted(missing)}")
+        # Names first, in linear time, before the catalog is searched for them (issue 23).
+        problems.extend(condition_name_problems(bid, conditions, catalog))
+        if problems:
+            return problems
         anchors = block["anchors"]
-        if not isinstance(anchors, list) or set(anchors) - set(ANCHOR_CUTOFFS):
+        if not is_name_list(anchors) or set(anchors) - set(ANCHOR_CUTOFFS):
             problems.append(f"block {bid!r}: 'anchors' must be a subset of {list(ANCHOR_CUTOFFS)}")
         segments = catalog.segments_with([REFERENCE, *conditions])
         if not segments:
@@ -200,6 +210,11 @@ class Mushra(TrialType):
         for s in spec["stimuli"]:
             media[s["slot"]] = MediaRef(s["kind"], s["key"])
         return media
+
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # Every sample rated (hidden reference and anchors included) and the open Reference the
+        # scale is anchored to: a score says how close a sample is to it (ITU-R BS.1534).
+        return ("ref", *(s["slot"] for s in spec["stimuli"]))
 
     def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
         if ref.kind != "anchor":

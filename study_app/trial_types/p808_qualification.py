@@ -87,6 +87,10 @@ class P808Qualification(TrialType):
             )
         }
 
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # Each tone clip: the answer counts its tones.
+        return tuple(self.media(spec))
+
     def render_media(self, ref: MediaRef, clip_file: Callable[[str], Path]) -> bytes | None:
         if ref.kind != "p808_tones":
             return None

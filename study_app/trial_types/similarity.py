@@ -10,7 +10,17 @@ from typing import Any
 
 from ..catalog import REFERENCE, Catalog
 from ..counterbalance import latin_square_cells
-from . import AnswerError, MediaRef, TrialType, client_rt_ms, int_in_range, play_counts, register
+from . import (
+    AnswerError,
+    MediaRef,
+    TrialType,
+    client_rt_ms,
+    condition_name_problems,
+    int_in_range,
+    is_name_list,
+    play_counts,
+    register,
+)
 
 
 def latin_square_specs(
@@ -42,8 +52,12 @@ def latin_square_specs(
 def validate_single(block: Mapping[str, Any], catalog: Catalog, required: list[str]) -> list[str]:
     bid = block["id"]
     conditions = block["conditions"]
-    if not conditions or not all(isinstance(c, str) for c in conditions):
+    if not conditions or not is_name_list(conditions):
         return [f"block {bid!r}: 'conditions' must list at least one condition"]
+    # Names first, in linear time, before the catalog is searched for them (issue 23).
+    problems = condition_name_problems(bid, conditions, catalog)
+    if problems:
+        return problems
     return coverage_problems(
         block,
         catalog,
@@ -107,6 +121,10 @@ class Similarity(TrialType):
             "ref": MediaRef("clip", spec["reference_clip"]),
             "clip": MediaRef("clip", spec["clip"]),
         }
+
+    def required_slots(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        # The clip and the reference it is compared with.
+        return ("ref", "clip")
 
     def page_context(self, spec: Mapping[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:
         return {"require_full_listen": block["require_full_listen"]}

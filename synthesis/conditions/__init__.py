@@ -3,8 +3,9 @@
 A condition owns everything particular to it: the models and checkpoints it loads (once per
 run, before any video is read), and how it makes a segment's clip, as finished audio or as
 MusicGen conditioning. `synthesis.pipeline` knows none of them by name. To add one, write a
-module here with a `Condition` subclass decorated with `@register` and list its name in a
-config's `conditions`: every module of this package is imported (which registers it) below.
+module here with a `Condition` subclass decorated with `@register` (with its config section, if
+it has settings, in `sections`) and list its name in a config's `conditions`: every module of
+this package is imported (which registers it) below.
 """
 
 import importlib
@@ -12,6 +13,7 @@ import pkgutil
 
 from synthesis.conditions.base import (
     CONDITIONS,
+    SECTIONS,
     ClipPlan,
     Condition,
     ConditionSkipped,
@@ -32,6 +34,7 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda module: module.
 
 __all__ = [
     "CONDITIONS",
+    "SECTIONS",
     "ClipPlan",
     "Condition",
     "ConditionSkipped",

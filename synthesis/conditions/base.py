@@ -1,10 +1,13 @@
-"""What every condition shares: the segment it plans for, its plan, the run it loads in.
+"""What every condition shares: the segment it plans for, its plan, the run it loads in, and
+the registry of conditions and of the config sections they declare.
 
 A condition is a class registered under its name (`@register`). The pipeline makes one instance
 per run, after the run's shared models (the visual encoder, MusicGen) are loaded and before any
 video is read, so that a condition loads its own models and checks its own checkpoints there and
 a wrong path stops the run at once. Then, for every segment, `plan` returns either finished audio
-or MusicGen conditioning to generate from.
+or MusicGen conditioning to generate from. A condition with settings of its own declares their
+config section (`sections`, a dataclass in its module); synthesis.config assembles the run's
+config from the registered sections, so this module imports nothing from synthesis.config.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import torch
 from synthesis.models import Conditioning, LoadedMusicgen
 
 if TYPE_CHECKING:
-    from synthesis.config import SynthesisConfig
     from synthesis.encoders import VisualEncoder
     from synthesis.score import ScoreSlice
 
@@ -67,7 +69,7 @@ def clip_seed(base_seed: int, clip_id: str) -> int:
 class RunSetup:
     """What a condition may use when it loads: the config and the run's shared models."""
 
-    config: SynthesisConfig
+    config: Any  # synthesis.config.SynthesisConfig, assembled from the registered sections
     device: torch.device
     musicgen: LoadedMusicgen  # the run's MusicGen: its codec's rate is the set's sample rate
     encoder: VisualEncoder
@@ -90,6 +92,9 @@ class Condition:
     name: ClassVar[str]
     generates: ClassVar[bool] = True  # False only for the reference: its clips carry no provenance
     needs_score: ClassVar[bool] = False  # True: sources need a MIDI score, segments its notes
+    # The config sections this condition reads, by top-level key (`gan`: GanConfig); two
+    # conditions may share one (vit_adapter and mismatched: `adapter`).
+    sections: ClassVar[dict[str, type]] = {}
 
     def __init__(self, setup: RunSetup) -> None:
         self.setup = setup
@@ -129,9 +134,17 @@ class Condition:
 
 
 CONDITIONS: dict[str, type[Condition]] = {}
+SECTIONS: dict[str, type] = {}  # every registered condition's config sections, by key
 
 
 def register(cls: type[Condition]) -> type[Condition]:
+    """Registers a condition under its name, and the config sections it declares."""
+    for key, section in cls.sections.items():
+        if SECTIONS.setdefault(key, section) is not section:
+            raise TypeError(
+                f"{cls.__name__} declares the config section {key!r} as {section.__name__}, "
+                f"already declared as {SECTIONS[key].__name__}"
+            )
     CONDITIONS[cls.name] = cls
     return cls
 

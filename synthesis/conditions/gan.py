@@ -2,12 +2,15 @@
 
 Makes its own audio rather than going through MusicGen's language model; the pipeline finishes
 it with the same chain as every other clip. The noise seed is the clip's seed (as for MusicGen's
-clips), so a clip does not depend on the order of the run. See synthesis/gan.py.
+clips), so a clip does not depend on the order of the run. Its config section (GanConfig: the
+generator's sizes, discriminators, losses and training) is declared here; the networks are in
+synthesis/gan.py, their training in synthesis/training/gan.py.
 """
 
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from synthesis.conditions.base import (
@@ -19,16 +22,87 @@ from synthesis.conditions.base import (
     register,
 )
 from synthesis.gan import (
+    GanShape,
     GanSynthesizer,
     check_generator_fits,
     codec_weights_sha256,
     freeze,
-    gan_shape,
     load_generator,
     untrained_generator,
 )
-from synthesis.models import state_dict_sha256
+from synthesis.models import LoadedMusicgen, state_dict_sha256
+from synthesis.sections import FILE_PATH, ConfigError, Section
 from synthesis.video import file_sha256
+
+GAN_ADVERSARIAL_LOSSES = ("hinge", "least_squares")
+
+
+@dataclass
+class GanConfig(Section):
+    """The `gan` section: its generator's sizes, its discriminators, losses and training.
+
+    The generator maps visual embeddings plus noise to EnCodec's continuous latents, decoded by
+    MusicGen's frozen codec decoder (see synthesis/gan.py and docs/synthesis.md).
+    """
+
+    # gan-generator.safetensors written by `train-gan`
+    checkpoint: str | None = field(default=None, metadata=FILE_PATH)
+    allow_untrained: bool = False  # tiny smoke tests only: a randomly initialised generator
+    noise_size: int = 32  # noise channels per latent frame
+    hidden_size: int = 256  # generator width
+    residual_layers: int = 8  # dilated residual blocks (dilations 1, 2, 4, 8, 1, 2, ...)
+    discriminator_channels: int = 32
+    mel_fft_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])  # one D each
+    mel_bands: int = 80
+    latent_discriminator: bool = True  # also a discriminator on (latents, visual sequence)
+    adversarial_loss: str = "hinge"  # hinge or least_squares
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 2.0
+    reconstruction_weight: float = 10.0  # L1 on the standardised latents
+    steps: int = 20000
+    batch_size: int = 16
+    generator_learning_rate: float = 2e-4
+    discriminator_learning_rate: float = 2e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    warmup_steps: int = 0  # steps with the reconstruction loss only, before the discriminators
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+    def check(self, where: str) -> None:
+        if self.adversarial_loss not in GAN_ADVERSARIAL_LOSSES:
+            raise ConfigError(f"{where}.adversarial_loss must be one of {GAN_ADVERSARIAL_LOSSES}")
+        if not self.mel_fft_sizes or any(int(size) < 16 for size in self.mel_fft_sizes):
+            raise ConfigError(f"{where}.mel_fft_sizes must list FFT sizes of at least 16")
+        if len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas):
+            raise ConfigError(f"{where}.adam_betas must be two numbers in [0, 1)")
+        positive = (
+            "noise_size",
+            "hidden_size",
+            "residual_layers",
+            "discriminator_channels",
+            "mel_bands",
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{where}.{name} must be at least 1")
+
+
+def gan_shape(embedding_size: int, musicgen: LoadedMusicgen, gan: GanConfig) -> GanShape:
+    """The shape of a generator for this encoder and this MusicGen's codec."""
+    codec_config = musicgen.model.audio_encoder.config
+    return GanShape(
+        embedding_size=int(embedding_size),
+        latent_size=int(codec_config.hidden_size),
+        latent_frame_rate=musicgen.frame_rate,
+        sampling_rate=musicgen.sampling_rate,
+        audio_channels=int(codec_config.audio_channels),
+        noise_size=gan.noise_size,
+        hidden_size=gan.hidden_size,
+        residual_layers=gan.residual_layers,
+    )
 
 
 def load_gan_for_run(setup: RunSetup) -> tuple[GanSynthesizer | None, str]:
@@ -95,6 +169,7 @@ def load_gan_for_run(setup: RunSetup) -> tuple[GanSynthesizer | None, str]:
 @register
 class Gan(Condition):
     name = "gan"
+    sections = {"gan": GanConfig}
 
     def __init__(self, setup: RunSetup) -> None:
         super().__init__(setup)

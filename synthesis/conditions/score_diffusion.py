@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,6 @@ from synthesis.conditions.base import (
     SegmentInput,
     register,
 )
-from synthesis.config import ModelSpec, ScoreDiffusionConfig
 from synthesis.models import (
     ModelNotFoundError,
     _quiet_transformers,
@@ -46,12 +45,29 @@ from synthesis.models import (
     resolve_dtype,
     state_dict_sha256,
 )
+from synthesis.sections import MODEL_PATH, ConfigError, ModelSpec, Section
 
 SAMPLE_RATE = 16000  # the model's and its MelGAN's
 HOP = 320
 CHUNK_FRAMES = 256  # diffusers' TARGET_FEATURE_LENGTH: 5.12 s
 MEL_BINS = 128
 MELGAN_FILE = "melgan/model.onnx"
+
+
+@dataclass
+class ScoreDiffusionConfig(Section):
+    """The `score_diffusion` section: Magenta's MIDI-to-spectrogram diffusion (diffusers)."""
+
+    # local folder or cached hub id
+    path: str | None = field(default="google/music-spectrogram-diffusion", metadata=MODEL_PATH)
+    tiny: dict[str, Any] | None = None  # random-weight stand-in built from these overrides
+    steps: int = 100  # denoising steps per 5.12 s chunk
+    dtype: str = "auto"
+
+    def check(self, where: str) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"{where}.steps must be at least 1")
+
 
 TINY_DIFFUSION_DEFAULTS: dict[str, Any] = {
     "d_model": 16,
@@ -307,6 +323,7 @@ def synthesize(
 class ScoreDiffusion(Condition):
     name = "score_diffusion"
     needs_score = True
+    sections = {"score_diffusion": ScoreDiffusionConfig}
 
     def __init__(self, setup: RunSetup) -> None:
         super().__init__(setup)

@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,14 +27,26 @@ from synthesis.conditions.base import (
     SegmentInput,
     register,
 )
-from synthesis.config import ConfigError, ScoreRenderConfig
+from synthesis.sections import FILE_PATH, ConfigError, Section
 from synthesis.video import file_sha256
+
+DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"  # Debian's fluid-soundfont-gm
 
 INSTALL_ADVICE = (
     "install Debian's fluidsynth and fluid-soundfont-gm (`make fluidsynth`, or "
     "`apt-get install fluidsynth fluid-soundfont-gm`)"
 )
 RENDER_TIMEOUT_SECONDS = 300
+
+
+@dataclass
+class ScoreRenderConfig(Section):
+    """The `score_render` section: the score's slice through FluidSynth and a GM SoundFont."""
+
+    soundfont: str = field(default=DEFAULT_SOUNDFONT, metadata=FILE_PATH)  # any General MIDI .sf2
+    fluidsynth: str = "fluidsynth"  # the command (Debian's `fluidsynth` package)
+    gain: float = 0.5  # FluidSynth's master gain; loudness is matched afterwards anyway
+    reverb: bool = False  # dry by default: the references are close-miked recordings
 
 
 @functools.cache
@@ -125,6 +138,7 @@ def render_midi(
 class ScoreRender(Condition):
     name = "score_render"
     needs_score = True
+    sections = {"score_render": ScoreRenderConfig}
 
     def __init__(self, setup: RunSetup) -> None:
         super().__init__(setup)

@@ -2,12 +2,14 @@
 
 The adapter (synthesis/adapter.py) pools the embedding sequence to `adapter.num_tokens` tokens
 and maps them into the decoder's width: MusicGen's `encoder_hidden_states` (melody's prefix).
-`mismatched` uses the same adapter, loaded once per run.
+`mismatched` uses the same adapter, loaded once per run. Both read the `adapter` section
+(AdapterConfig, declared here); `vit_score` has one of its own.
 """
 
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,9 +23,19 @@ from synthesis.conditions.base import (
     SegmentInput,
     register,
 )
-from synthesis.config import AdapterConfig, ConfigError
 from synthesis.models import Conditioning, LoadedMusicgen, null_conditioning
+from synthesis.sections import FILE_PATH, ConfigError, Section
 from synthesis.video import file_sha256
+
+
+@dataclass
+class AdapterConfig(Section):
+    """An adapter's settings: the `adapter` section (vit_adapter, mismatched), vit_score's own."""
+
+    checkpoint: str | None = field(default=None, metadata=FILE_PATH)  # adapter.safetensors
+    allow_untrained: bool = False  # tiny smoke tests only: a randomly initialised adapter
+    num_tokens: int = 8  # conditioning tokens the adapter emits
+    hidden_size: int = 512
 
 
 def load_adapter_for_run(
@@ -85,6 +97,8 @@ def adapter_states(
 
 class AdapterCondition(Condition):
     """Shared by vit_adapter and mismatched: the run's adapter, loaded once for both."""
+
+    sections = {"adapter": AdapterConfig}
 
     def __init__(self, setup: RunSetup) -> None:
         super().__init__(setup)

@@ -6,12 +6,14 @@ Here the chroma comes from the segment's score slice (the notes, not audio), one
 as melody's feature extractor makes it from audio, and the visual adapter's tokens stand where
 the text's states would. Its adapter is trained for this prefix by `python -m synthesis
 train-adapter --condition vit_score` (sidecars say which condition an adapter was trained for).
-The melody model is its own (`vit_score.musicgen`), generated in its own batches.
+The melody model is its own (`vit_score.musicgen`), generated in its own batches; both are in
+its config section, VitScoreConfig.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,13 +26,27 @@ from synthesis.conditions.base import (
     SegmentInput,
     register,
 )
-from synthesis.conditions.vit_adapter import adapter_states, load_adapter_for_run
-from synthesis.config import ConfigError
+from synthesis.conditions.vit_adapter import AdapterConfig, adapter_states, load_adapter_for_run
 from synthesis.models import Conditioning, LoadedMusicgen, check_segment_fits, load_musicgen
 from synthesis.score import ScoreSlice, one_hot_chroma, pitch_class_energy
+from synthesis.sections import ConfigError, ModelSpec, Section
 
 # MusicgenMelodyFeatureExtractor's hop (at the codec's 32 kHz: 7.8 chroma frames per second).
 CHROMA_HOP = 4096
+
+
+@dataclass
+class VitScoreConfig(Section):
+    """The `vit_score` section: its melody model and its adapter (`train-adapter --condition`)."""
+
+    musicgen: ModelSpec = field(
+        default_factory=lambda: ModelSpec("melody", path="facebook/musicgen-melody")
+    )
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+    def check(self, where: str) -> None:
+        if self.musicgen.family != "melody":
+            raise ConfigError(f"{where}.musicgen.family must be melody (its chroma is the score's)")
 
 
 def chroma_frames(musicgen: LoadedMusicgen, seconds: float) -> int:
@@ -39,10 +55,24 @@ def chroma_frames(musicgen: LoadedMusicgen, seconds: float) -> int:
 
 
 def score_chroma(score: ScoreSlice, musicgen: LoadedMusicgen) -> np.ndarray:
-    """(frames, 12) one-hot chroma of the slice's notes at melody's chroma frame rate."""
-    rate = musicgen.sampling_rate / CHROMA_HOP
-    energy = pitch_class_energy(score, rate, chroma_frames(musicgen, score.duration))
+    """(frames, 12) one-hot chroma of the slice's notes at melody's chroma frame rate.
+
+    A slice without pitched notes (drums only) has no melody: it gets `no_melody`, on purpose
+    rather than as the argmax of nothing.
+    """
+    frames = chroma_frames(musicgen, score.duration)
+    if score.is_unpitched():
+        return no_melody(musicgen, frames)
+    energy = pitch_class_energy(score, musicgen.sampling_rate / CHROMA_HOP, frames)
     return one_hot_chroma(energy)
+
+
+def describe_melody(score: ScoreSlice, chroma: np.ndarray, musicgen: LoadedMusicgen) -> str:
+    """The provenance's `melody`: what the chroma prefix was made from."""
+    rate = f"{len(chroma)} frames at {musicgen.sampling_rate / CHROMA_HOP:.4g} Hz"
+    if score.is_unpitched():
+        return f"null melody (no pitched notes in the window): one-hot on bin 0, {rate}"
+    return f"score chroma: one-hot per frame, {rate}"
 
 
 @torch.no_grad()
@@ -64,7 +94,15 @@ def chroma_prefix(musicgen: LoadedMusicgen, chroma: np.ndarray) -> torch.Tensor:
 
 
 def no_melody(musicgen: LoadedMusicgen, frames: int) -> np.ndarray:
-    """The null melody of melody's guidance: every frame one-hot on the first bin."""
+    """MusicGen-melody's "no melody": every frame one-hot on the first bin (C).
+
+    What both of its implementations feed the model for no melody at inference: audiocraft's
+    `MusicGen.generate` gives a zero waveform, whose chroma's per-frame argmax (of all zeros) is
+    bin 0 (`get_pretrained` turns the conditioner's length mask off, so it is not zeroed), and
+    transformers' `generate` writes this one-hot when no melody is given and as guidance's
+    unconditional melody. All-zero chroma would not mean "none": through `audio_enc_to_dec_proj`
+    it is the projection's bias alone, a prefix neither implementation makes.
+    """
     chroma = np.zeros((frames, musicgen.model.config.num_chroma), dtype=np.float32)
     chroma[:, 0] = 1.0
     return chroma
@@ -89,6 +127,7 @@ def melody_conditioning(
 class VitScore(Condition):
     name = "vit_score"
     needs_score = True
+    sections = {"vit_score": VitScoreConfig}
 
     def __init__(self, setup: RunSetup) -> None:
         super().__init__(setup)
@@ -128,10 +167,7 @@ class VitScore(Condition):
                 "encoder_weights_sha256": self.setup.encoder.weights_sha256,
                 "adapter": self.label,
                 "prompt": None,
-                "melody": (
-                    f"score chroma: one-hot per frame, {len(chroma)} frames at "
-                    f"{self.musicgen.sampling_rate / CHROMA_HOP:.4g} Hz"
-                ),
+                "melody": describe_melody(segment.score, chroma, self.musicgen),
                 **segment.score.provenance(),
             },
         )

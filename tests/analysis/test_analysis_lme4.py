@@ -342,3 +342,161 @@ def test_report_stops_r_when_a_python_statistic_fails(simulated_export, monkeypa
     process, folder = started[0]
     assert process.returncode is not None  # killed and reaped, not left running
     assert not folder.exists()
+
+
+# A cold lmerTest fit of one data set alone, in its own Rscript: lmerTest::lmer as a user would
+# call it (default optimiser and derivatives), lmerTest's own Satterthwaite df, p-values and
+# intervals (contest with confint = TRUE), for every fixed effect.
+COLD_LMERTEST = """
+suppressPackageStartupMessages({library(lmerTest); library(jsonlite)})
+fits <- fromJSON(commandArgs(trailingOnly = TRUE)[1], simplifyVector = FALSE)
+for (f in fits) {
+  d <- read.csv(f$csv, colClasses = c(condition = "character"))
+  d$participant <- factor(d$participant)
+  d$unit <- factor(d$unit)
+  d$condition <- factor(d$condition, levels = unlist(f$levels))
+  m <- lmerTest::lmer(as.formula(f$formula), data = d, REML = TRUE)
+  k <- length(fixef(m))
+  s <- contest(m, diag(k), joint = FALSE, confint = TRUE)
+  write_json(list(term = names(fixef(m)), estimate = s$Estimate, se = s[["Std. Error"]],
+                  df = s$df, t = s[["t value"]], p = s[["Pr(>|t|)"]], low = s$lower,
+                  high = s$upper), f$out, digits = NA)
+}
+"""
+
+
+def cold_lmertest_fits(parts: list[tuple[pd.DataFrame, lme4.MixedFit, list[str]]],
+                       tmp_path) -> list[pd.DataFrame]:
+    """For each (data, our fit, levels): lmerTest's table for our fit's formula, fitted cold."""
+    (tmp_path / "cold.R").write_text(COLD_LMERTEST, encoding="utf-8")
+    spec = []
+    for index, (data, fit, levels) in enumerate(parts):
+        data.to_csv(tmp_path / f"part{index}.csv", index=False)
+        spec.append({"csv": str(tmp_path / f"part{index}.csv"), "formula": fit.formula,
+                     "levels": levels, "out": str(tmp_path / f"cold{index}.json")})
+    (tmp_path / "cold.json").write_text(json.dumps(spec), encoding="utf-8")
+    subprocess.run(["Rscript", str(tmp_path / "cold.R"), str(tmp_path / "cold.json")],
+                   check=True, timeout=600, capture_output=True)
+    return [pd.DataFrame(json.loads((tmp_path / f"cold{i}.json").read_text())).set_index("term")
+            for i in range(len(parts))]
+
+
+def assert_same_as_cold_lmertest(fit: lme4.MixedFit, conditions: list[str],
+                                 cold: pd.DataFrame) -> None:
+    """Every fixed effect: estimate, SE, Satterthwaite df, t; every shift: p and interval."""
+    ours = fit.coefficients.set_index("term")
+    assert list(ours.index) == list(cold.index)
+    assert ours["estimate"].to_numpy() == pytest.approx(cold["estimate"].to_numpy(),
+                                                        rel=1e-4, abs=1e-6)
+    assert ours["se"].to_numpy() == pytest.approx(cold["se"].to_numpy(), rel=1e-4)
+    # The issue asks for 2 %; the same optimum gives the same df far more closely.
+    assert ours["df"].to_numpy() == pytest.approx(cold["df"].to_numpy(), rel=1e-3)
+    assert ours["statistic"].to_numpy() == pytest.approx(cold["t"].to_numpy(), rel=1e-4)
+    shifts = agreement.rating_shifts(fit, conditions, "valence").set_index("condition")
+    terms = [f"conditionc{conditions.index(c)}" for c in shifts.index]
+    assert shifts["pval"].to_numpy() == pytest.approx(cold.loc[terms, "p"].to_numpy(),
+                                                      rel=1e-3, abs=1e-9)
+    assert shifts["ci_low"].to_numpy() == pytest.approx(cold.loc[terms, "low"].to_numpy(),
+                                                        rel=1e-4, abs=1e-5)
+    assert shifts["ci_high"].to_numpy() == pytest.approx(cold.loc[terms, "high"].to_numpy(),
+                                                         rel=1e-4, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def four_rating_studies():
+    """Four 40-listener x 8-source rating studies (issue 21's size), known truth."""
+    _, ratings = simulate_studies(CalibrationDesign(participants=40, sources=8), studies=4,
+                                  seed=21)
+    return ratings
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)], ids=["first-second", "swapped"])
+def test_every_rating_job_of_one_r_run_equals_a_cold_lmertest_fit(four_rating_studies, order,
+                                                                   tmp_path):
+    # Issue 21: lmerTest re-evaluated the fit's call at the script's top level, where `data`
+    # was the last job's CSV: every job but the last got the df of another data set. Two
+    # jobs in one Rscript run, in both orders, each checked against its own data alone.
+    jobs = [lme4.rating_job(four_rating_studies[four_rating_studies["study"] == k]
+                            .drop(columns="study"), "valence") for k in order]
+    fits = lme4.run_jobs([job for job, _ in jobs], cores=2)
+    parts = [(job.data, result[None], job.levels) for (job, _), result in zip(jobs, fits,
+                                                                              strict=True)]
+    for (_, fit, _), (_, conditions), cold in zip(parts, jobs,
+                                                  cold_lmertest_fits(parts, tmp_path),
+                                                  strict=True):
+        assert_same_as_cold_lmertest(fit, conditions, cold)
+
+
+def test_every_study_of_a_by_job_equals_a_cold_lmertest_fit(four_rating_studies, tmp_path):
+    # With `by` (the calibration, the power tables) the df came from all studies stacked.
+    job, conditions = lme4.rating_job(four_rating_studies, "valence", by="study")
+    fits = lme4.run_jobs([job], cores=2)[0]
+    assert len(fits) == 4
+    parts = [(job.data[job.data["study"] == int(key)].drop(columns="study"), fit, job.levels)
+             for key, fit in sorted(fits.items())]
+    for (_, fit, _), cold in zip(parts, cold_lmertest_fits(parts, tmp_path), strict=True):
+        assert_same_as_cold_lmertest(fit, conditions, cold)
+
+
+def test_a_singular_maximal_fit_does_not_skip_the_clip_term_the_data_support():
+    # Issue 21: a 40-listener x 8-source ABX study with a clip (source x condition) SD of 0.3
+    # and no source variance. The maximal GLMM is singular in the correlated listener term and
+    # in (1 | unit); the ladder used to skip every later structure with (1 | unit) and end at
+    # (1 | participant), losing the clip term. A structure that drops a term the data did
+    # support is fitted now; only one that would reach the same singular optimum is skipped.
+    design = CalibrationDesign(participants=40, sources=8, unit_sd=0.0, clip_sd=0.3)
+    abx, _ = simulate_studies(design, studies=60, seed=1)
+    table = realism.mixed_logistic(abx[abx["study"] == 28].drop(columns="study"),
+                                   unit="source")
+    row = table.iloc[0]
+    assert row["model_choice"].startswith("maximal: correlated by-participant condition "
+                                          "effects: singular, degenerate (0 + condition | "
+                                          "participant), (1 | unit)")
+    assert "skipped" not in row["model_choice"]
+    assert "(1 | source:condition)" in row["formula"]
+    job, _ = lme4.abx_job(abx[abx["study"] == 28].drop(columns="study"), unit="source")
+    fit = lme4.run_jobs([job])[0][None]
+    clip = fit.variance.set_index("grp").loc["unit:condition", "sdcor"]
+    assert clip > 0.1 and not fit.singular
+
+
+def test_a_singular_rating_fit_is_refitted_with_a_second_optimiser_before_a_term_is_dropped():
+    # Issue 21: nloptwrap can stop at a false singular fit. A singular LMM is refitted by
+    # bobyqa from lme4's default start; the fit with the lower REML criterion is kept and the
+    # model choice says which. Here the clip variance is really 0: both optimisers agree, the
+    # nloptwrap fit is kept, and the clip term is then dropped. A fit that is not singular is
+    # not refitted.
+    design = CalibrationDesign(participants=40, sources=8, rating_clip_sd=0.0)
+    _, ratings = simulate_studies(design, studies=2, seed=4)
+    job, _ = lme4.rating_job(ratings[ratings["study"] == 1].drop(columns="study"), "valence")
+    fit = lme4.run_jobs([job])[0][None]
+    singular, accepted = fit.attempts[0], fit.attempts[-1]
+    assert singular["status"] == "singular" and accepted["status"] == "accepted"
+    tried = singular["optimizers_tried"]
+    assert [t["optimizer"] for t in tried] == ["nloptwrap", "bobyqa"]
+    assert all(t["converged"] and t["singular"] for t in tried)
+    assert tried[1]["criterion"] == pytest.approx(tried[0]["criterion"], abs=1e-3)
+    assert singular["optimizer"] == "nloptwrap" and singular["degenerate"]
+    assert "criterion: nloptwrap" in fit.reason and "kept the nloptwrap fit" in fit.reason
+    assert accepted["optimizers_tried"] == [] and fit.optimizer == "nloptwrap"
+
+
+def test_valence_and_arousal_of_a_40_by_8_export_equal_cold_lmertest_fits(tmp_path):
+    # Issue 21's known-truth refit: an exported 40-listener x 8-source study, both rating
+    # dimensions in one R run as the report fits them; valence (the first job) had df of
+    # about 50 where a cold lmerTest fit gives 28.
+    from analysis.load import read_export
+    from analysis.simulate import simulate_export
+
+    paths = simulate_export(tmp_path / "export", participants=40, abx_trials=16,
+                            rating_trials=32, sources=8, seed=21)
+    responses = read_export(*paths).responses
+    ratings = responses[responses["trial_type"] == "emotion_rating"]
+    jobs = [lme4.rating_job(ratings, dimension) for dimension in ("valence", "arousal")]
+    fits = lme4.run_jobs([job for job, _ in jobs], cores=2)
+    parts = [(job.data, result[None], job.levels) for (job, _), result in zip(jobs, fits,
+                                                                              strict=True)]
+    for (_, fit, _), (_, conditions), cold in zip(parts, jobs,
+                                                  cold_lmertest_fits(parts, tmp_path),
+                                                  strict=True):
+        assert_same_as_cold_lmertest(fit, conditions, cold)

@@ -100,6 +100,37 @@ def test_a_file_cut_at_a_line_end_is_refused(export, capsys):
     assert "with participant P48, who has 20 of the 54 rows" in message
 
 
+def test_a_study_json_whose_design_gives_fewer_rows_says_so_in_a_true_sentence(export, capsys):
+    # Issue 21: every participant has more rows than the design gives; the refusal said
+    # "rows are missing ... who has 96 of the 40 rows". A participant with more rows than the
+    # design gives has not lost rows, and "N of the M rows" only reads for N <= M.
+    _, study = export
+    data = json.loads(study.read_text(encoding="utf-8"))
+    block = next(b for b in data["design"]["blocks"] if b["type"] == "emotion_rating")
+    block["trials_per_participant"] = 8
+    study.write_text(json.dumps(data), encoding="utf-8")
+    message = refused(export, capsys)
+    assert "more rows in block 'emotion' than the design gives" in message
+    assert "the file's last participant, P80, has 54 rows where the design gives 38" in message
+    assert " of the 38 rows" not in message and "rows are missing" not in message
+
+
+def test_a_latin1_responses_file_is_refused_naming_the_file_and_line(export, capsys):
+    # Issue 21: a spreadsheet saved the export as Latin-1; the refusal was Python's bare
+    # "'utf-8' codec can't decode byte 0xe9 in position 435", without file or line.
+    responses, _ = export
+    frame = raw(responses)
+    frame.loc[frame["participant"] == "P2", "external_id"] = "Ren\u00e9e"
+    text = frame.to_csv(index=False)
+    responses.write_bytes(text.encode("latin-1"))
+    line = lines(frame, frame["participant"] == "P2")[0]
+    message = refused(export, capsys)
+    assert str(responses) in message
+    assert f"line {line}, byte" in message and "(0xe9) is not UTF-8" in message
+    assert "the export must be UTF-8" in message
+    assert "codec can't decode" not in message
+
+
 def test_a_file_cut_inside_a_line_is_refused(export, capsys):
     responses, _ = export
     text = responses.read_text(encoding="utf-8")

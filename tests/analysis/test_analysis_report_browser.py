@@ -83,3 +83,66 @@ def test_report_reads_at_1280_px_without_sideways_scrolling(report_html):
             folder = Path(os.environ["SIGHTSOUND_SCREENSHOTS"])
             folder.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(folder / "report-1280.png"))
+
+
+def test_as_planned_and_deviations_come_right_after_the_verdicts(tmp_path):
+    """With a pre-registration in the export (issue 22), the report's second section is "As
+    planned / Deviations", on the first screen under the verdicts, and the page still reads at
+    1280 px without sideways scrolling."""
+    from prereg_plans import write_plan
+
+    paths = simulate_export(tmp_path / "export", participants=32, abx_trials=10,
+                            rating_trials=12, sources=6, seed=7)
+    write_plan(paths, sample_size=40)
+    write_report(read_export(*paths), tmp_path / "report",
+                 ReportConfig(n_boot=50, n_permutations=50, equivalence_margin=0.15))
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+        page.goto((tmp_path / "report" / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        sections = page.evaluate(
+            "Array.from(document.querySelectorAll('body > section')).map(s => s.id)")
+        assert sections[:3] == ["verdicts", "preregistration", "analysed"]
+        assert page.inner_text("#preregistration h2") == "As planned / Deviations"
+        deviations = page.locator("#preregistration li.deviation").all_inner_texts()
+        assert any("stopped early: 32 of 40 planned listeners" in d for d in deviations)
+        assert any(d.startswith("equivalence margin: planned +/-0.1; analysed +/-0.15")
+                   for d in deviations)
+        headings = page.locator("#preregistration h3").all_inner_texts()
+        assert headings[0] == "Deviations" and "As planned" in headings
+        verdicts = page.locator("#verdicts li").all_inner_texts()
+        assert verdicts and all(v.startswith(("Pre-registered (H", "Exploratory: "))
+                                for v in verdicts)
+        assert page.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth + 1"
+        ), page.evaluate(WIDER_THAN_VIEWPORT)
+
+
+# Each figure's title: its box against the viewport.
+FIGURE_TITLES = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => {
+  const title = p.querySelector('text.gtitle');
+  const box = title ? title.getBoundingClientRect() : null;
+  return {section: p.closest('section').querySelector('h2').textContent,
+          text: title ? title.textContent : null,
+          left: box && box.left, right: box && box.right, width: window.innerWidth};
+})
+"""
+
+
+def test_figure_titles_fit_a_390_px_phone_screen(report_html):
+    # Issue 21: plotly never wraps a title, and at 390 px the long ones were cut at the
+    # right edge. Every figure has its title, and the title's box lies inside the viewport.
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(report_html.as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot').length > 0 && "
+            "Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".every(p => p.querySelector('svg.main-svg'))")
+        titles = page.evaluate(FIGURE_TITLES)
+        assert len(titles) >= 4
+        for title in titles:
+            assert title["text"], title
+            assert title["left"] >= 0 and title["right"] <= title["width"], title

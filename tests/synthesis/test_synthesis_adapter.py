@@ -10,16 +10,14 @@ import pytest
 import torch
 
 from synthesis.__main__ import main
-from synthesis.adapter import (
-    AdapterShape,
+from synthesis.adapter import AdapterShape, VisualAdapter, load_adapter
+from synthesis.models import ByteTokenizer, LoadedMusicgen, build_tiny_musicgen, encode_audio_codes
+from synthesis.training.adapter import (
     TrainingExample,
-    VisualAdapter,
     delayed_inputs_and_targets,
-    load_adapter,
     teacher_forcing_loss,
     train_adapter,
 )
-from synthesis.models import ByteTokenizer, LoadedMusicgen, build_tiny_musicgen, encode_audio_codes
 
 
 def test_delay_pattern_of_targets():

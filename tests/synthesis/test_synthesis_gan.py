@@ -17,19 +17,12 @@ from study_app.stimulus_set import load_stimulus_set
 from synthesis.__main__ import main
 from synthesis.audio import integrated_loudness, read_wav
 from synthesis.conditions import SegmentInput
+from synthesis.conditions.gan import gan_shape
 from synthesis.config import load_config
-from synthesis.gan import (
-    GanCheckpointError,
-    GanSynthesizer,
-    LatentGenerator,
-    gan_shape,
-    prepare_examples,
-    save_generator,
-    train_gan,
-    training_throughput,
-)
+from synthesis.gan import GanCheckpointError, GanSynthesizer, LatentGenerator, save_generator
 from synthesis.models import ByteTokenizer, LoadedMusicgen, build_tiny_musicgen
 from synthesis.pipeline import generate_set
+from synthesis.training.gan import prepare_examples, train_gan, training_throughput
 from synthesis.video import file_sha256
 
 EMBEDDING_SIZE = 32  # the tiny ViT's width
@@ -196,11 +189,11 @@ def gan_config(checkpoint: pathlib.Path | None, conditions: list[str]):
 @pytest.fixture(scope="module")
 def trained_set(video_folder, tmp_path_factory):
     """train-gan on the two test videos (4 steps), then a set with reference, vit_adapter, gan."""
-    import synthesis.pipeline
+    import synthesis.training.common
 
     folder = tmp_path_factory.mktemp("gan")
     encoders = []
-    original = synthesis.pipeline.load_visual_encoder
+    original = synthesis.training.common.load_visual_encoder
 
     def recording_loader(*args, **kwargs):
         encoder = original(*args, **kwargs)
@@ -210,7 +203,7 @@ def trained_set(video_folder, tmp_path_factory):
 
     arguments = ["train-gan", "--pairs", str(video_folder), "--out", str(folder / "checkpoints")]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(synthesis.pipeline, "load_visual_encoder", recording_loader)
+        patch.setattr(synthesis.training.common, "load_visual_encoder", recording_loader)
         code = main([*arguments, "--config", "tiny", "--steps", "4", "--device", "cpu"])
     assert code == 0
     checkpoint = folder / "checkpoints" / "gan-generator.safetensors"

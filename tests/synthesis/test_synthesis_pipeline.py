@@ -396,13 +396,13 @@ def test_a_rerun_with_fewer_conditions_removes_their_clips(video_folder, tmp_pat
 def test_a_bad_checkpoint_stops_the_run_before_any_video_is_read(
     video_folder, tmp_path, monkeypatch
 ):
-    import synthesis.pipeline
+    import synthesis.pipeline.ingest
     from synthesis.config import ConfigError
 
     def no_ingest(*args, **kwargs):
         raise AssertionError("videos were read before the checkpoints were checked")
 
-    monkeypatch.setattr(synthesis.pipeline, "ingest_source", no_ingest)
+    monkeypatch.setattr(synthesis.pipeline.ingest, "ingest_source", no_ingest)
     for section in ("adapter", "gan"):
         config = small_config()
         config.conditions = ["reference", "vit_adapter" if section == "adapter" else "gan"]

@@ -283,12 +283,12 @@ def clip_hashes(out: pathlib.Path) -> dict[str, str]:
 def test_a_missing_soundfont_stops_the_run_before_any_video_is_read(
     urmp_folder, tmp_path, monkeypatch
 ):
-    import synthesis.pipeline
+    import synthesis.pipeline.ingest
 
     def no_ingest(*args, **kwargs):
         raise AssertionError("videos were read before the soundfont was checked")
 
-    monkeypatch.setattr(synthesis.pipeline, "ingest_source", no_ingest)
+    monkeypatch.setattr(synthesis.pipeline.ingest, "ingest_source", no_ingest)
     config = score_config(["reference", "score_render"])
     config.score_render = dataclasses.replace(
         config.score_render, soundfont=str(tmp_path / "none.sf2")
@@ -309,12 +309,12 @@ def test_diffusion_chunks_cover_the_whole_segment(tmp_path, score_maker):
     from diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils import MidiProcessor
 
     from synthesis.conditions.score_diffusion import (
+        ScoreDiffusionConfig,
         chunks_for,
         load_diffusion,
         synthesize,
         tokenize_slice,
     )
-    from synthesis.config import ScoreDiffusionConfig
 
     # notes end 1.5 s into a 6 s segment: diffusers' processor stops there, after one chunk
     path = score_maker(tmp_path / "early.mid", [(40, [(69, 0.5, 1.5, 90), (72, 1.0, 1.5, 60)])])
@@ -432,6 +432,89 @@ def test_the_score_s_chroma_and_the_video_both_reach_melody_s_logits():
     prefix = melody.model.config.chroma_length
     assert conditioning.states.shape == (1, prefix + 4, width)
     assert torch.equal(conditioning.null_states[:, prefix:], torch.zeros(1, 4, width))
+
+
+# --------------------------------------------------------------------------------------------
+# Drums (issue 26, item 5): recorded as drums, and no melody for vit_score
+
+
+def drum_and_violin_score(path: pathlib.Path) -> pathlib.Path:
+    """A drum kit (MIDI channel 10, program 0) alone for 2 s, then a violin (program 40) alone."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    kit = pretty_midi.Instrument(program=0, is_drum=True, name="kit")
+    for beat in range(4):  # kick, snare, kick, snare; hi-hats in between
+        kick_or_snare = 36 if beat % 2 == 0 else 38
+        kit.notes.append(pretty_midi.Note(100, kick_or_snare, beat / 2, beat / 2 + 0.1))
+        kit.notes.append(pretty_midi.Note(70, 42, beat / 2 + 0.25, beat / 2 + 0.3))
+    violin = pretty_midi.Instrument(program=40, name="violin")
+    violin.notes.append(pretty_midi.Note(90, 76, 2.0, 3.5))
+    midi.instruments += [kit, violin]
+    midi.write(str(path))
+    return path
+
+
+def test_a_drum_only_window_says_drums_and_not_piano(tmp_path):
+    score = load_score(drum_and_violin_score(tmp_path / "band.mid"))
+    drums = slice_score(score, 0.0, 2.0)
+    assert drums.provenance()["score_notes"] == 8
+    # the kit's program 0 is a drum kit, not General MIDI's piano
+    assert drums.provenance()["score_programs"] == []
+    assert drums.provenance()["score_drums"] is True
+    assert drums.is_unpitched()
+    violin = slice_score(score, 2.0, 2.0)
+    assert (violin.programs(), violin.has_drums(), violin.is_unpitched()) == ([40], False, False)
+    both = slice_score(score, 1.0, 2.0)
+    assert (both.programs(), both.has_drums(), both.is_unpitched()) == ([40], True, False)
+    # written out and read back (as score_render and score_diffusion get it), still drums
+    reread = slice_score(load_score(_write(tmp_path / "drums.mid", drums)), 0.0, 2.0)
+    assert (reread.programs(), reread.has_drums(), reread.note_count) == ([], True, 8)
+
+
+def test_vit_score_gives_an_unpitched_window_melody_s_no_melody(tmp_path):
+    """Drums only: the chroma prefix is MusicGen-melody's "no melody" (the same as guidance's
+    unconditional row, so the melody does not steer), and the provenance says so."""
+    import torch
+
+    from synthesis.conditions.base import SegmentInput
+    from synthesis.conditions.vit_score import VitScore, chroma_frames, no_melody, score_chroma
+    from synthesis.pipeline import load_run_models
+
+    setup = load_run_models(load_config("tiny"), "cpu")
+    condition = VitScore(setup)
+    melody = condition.musicgen
+    prefix = melody.model.config.chroma_length
+    score = load_score(drum_and_violin_score(tmp_path / "band.mid"))
+    plans, rng = {}, np.random.default_rng(0)
+    for name, start in (("drums", 0.0), ("violin", 2.0)):
+        segment = SegmentInput(
+            id=f"band.{name}",
+            source_id="band",
+            index=int(start),
+            start=start,
+            duration=1.0,
+            embeddings=rng.standard_normal((4, setup.encoder.embedding_size)).astype(np.float32),
+            frames=np.zeros((4, 32, 32, 3), dtype=np.uint8),
+            features={},
+            reference_audio=np.zeros((1, melody.sampling_rate), dtype=np.float32),
+            reference_rate=melody.sampling_rate,
+            score=slice_score(score, start, 1.0),
+        )
+        assert condition.segment_problem(segment) is None  # drums are notes: the segment stays
+        plans[name] = condition.plan(segment, [segment])
+    drums, violin = plans["drums"], plans["violin"]
+    chroma = score_chroma(slice_score(score, 0.0, 1.0), melody)
+    assert np.array_equal(chroma, no_melody(melody, chroma_frames(melody, 1.0)))
+    assert drums.provenance["melody"].startswith("null melody (no pitched notes in the window)")
+    assert (drums.provenance["score_programs"], drums.provenance["score_drums"]) == ([], True)
+    assert torch.equal(
+        drums.conditioning.states[:, :prefix], drums.conditioning.null_states[:, :prefix]
+    )
+    assert violin.provenance["melody"].startswith("score chroma: one-hot per frame")
+    assert not torch.equal(
+        violin.conditioning.states[:, :prefix], violin.conditioning.null_states[:, :prefix]
+    )
 
 
 def test_train_adapter_for_vit_score_then_generate_with_it(urmp_folder, tmp_path, capsys):

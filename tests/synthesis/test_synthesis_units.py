@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -150,7 +152,7 @@ def test_strong_accents_on_alternate_beats_give_half_the_tempo():
 
 def test_short_segments_say_their_tempo_is_not_meaningful():
     from synthesis.features import measurable_tempo_range
-    from synthesis.pipeline import tempo_notes
+    from synthesis.pipeline.ingest import tempo_notes
 
     assert measurable_tempo_range(10.0, 25.0) == (40.0, 240.0)
     # a pulse must repeat within half the segment: 1 s segments show nothing below 120 BPM
@@ -246,3 +248,53 @@ def test_progress_prints_plain_lines_when_not_on_a_terminal(monkeypatch):
         "videos: 1/100 videos",
         "videos: 100/100 videos",
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Metrical ambiguity of the motion tempo (issue 26: alternate strokes weaker, as in bowing)
+
+
+def accented_motion(bpm: float, weight: float, seed: int) -> np.ndarray:
+    """The simulated bowing motion of scripts/motion_tempo_ambiguity.py (the docs' table)."""
+    scripts = str(pathlib.Path(__file__).resolve().parents[2] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        import motion_tempo_ambiguity
+    finally:
+        sys.path.remove(scripts)
+    return motion_tempo_ambiguity.accented_motion(bpm, weight, seed)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.7, 0.5])
+@pytest.mark.parametrize("bpm", [60, 75, 90, 105, 120, 135, 150, 165, 180])
+def test_accented_motion_keeps_the_true_tempo_among_two_candidates(bpm, weight):
+    from synthesis.features import tempo_reading
+
+    for seed in range(4):
+        reading = tempo_reading(onset_envelope(accented_motion(bpm, weight, seed), 25.0), 25.0)
+        found = [reading.bpm, reading.alternative_bpm]
+        assert any(abs(value - bpm) <= 0.03 * bpm for value in found), (seed, reading)
+        if weight == 1.0:  # even strokes: the tempo first, and no doubt about it
+            assert abs(reading.bpm - bpm) <= 0.03 * bpm and not reading.ambiguous, reading
+        elif bpm / 2 >= 40:  # half the tempo is a reading too, and it is flagged
+            assert reading.ambiguous, (seed, reading)
+            assert {round(reading.bpm / reading.alternative_bpm, 1)} <= {0.5, 2.0}, reading
+
+
+@pytest.mark.parametrize(("bpm", "accent"), [(90, 0.7), (120, 0.7), (120, 0.5), (180, 0.5)])
+def test_bowing_with_weaker_up_bows_reports_both_readings(bpm, accent, tmp_path,
+                                                          bowing_video_maker):
+    from synthesis.features import intensity_scale
+    from synthesis.video import sample_video
+
+    video = bowing_video_maker(tmp_path / "bowing.mp4", bpm, seconds=20.0, accent=accent)
+    sampled = sample_video(video, 4.0, 64, 25.0)
+    energy = motion_energy(sampled.motion_frames)
+    for start in (0.0, 10.0):
+        features = segment_features(energy, 25.0, start, 10.0, intensity_scale(energy))
+        bpms = [entry["bpm"] for entry in features["tempo_candidates"]]
+        assert len(bpms) == 2 and features["tempo_bpm"] == bpms[0]
+        assert any(abs(value - bpm) <= 0.02 * bpm for value in bpms), (start, features)
+        assert any(abs(value - bpm / 2) <= 0.02 * bpm / 2 for value in bpms), (start, features)
+        assert features["tempo_ambiguous"] is True
+        assert all(0 < entry["salience"] <= 1 for entry in features["tempo_candidates"])
