@@ -10,7 +10,7 @@ PORT ?= 5000
 TORCH_PIN := torch==2.13.0
 BASIC_PITCH_PIN := basic-pitch==0.4.0
 
-.PHONY: demo test test-fast lint env env-all clean-demo browser r-lme4 fluidsynth system-deps
+.PHONY: demo serve test test-fast lint env env-all clean-demo browser nginx r-lme4 fluidsynth system-deps
 
 $(VENV)/.app-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ demo: env
 	$(FLASK) demo-setup --base-url http://$(HOST):$(PORT)
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
+## serve: the production shape on this machine: nginx in front of SERVERS gunicorn app servers on
+## DATABASE_URL (PostgreSQL), listening on PORT; migrations run once first. Ctrl-C stops it all.
+## Media go through nginx (X-Accel-Redirect); SERVE_ARGS=--media-through-app has the app send them.
+SERVERS ?= 2
+SERVE_ARGS ?=
+serve: env nginx
+	$(PY) scripts/serve.py --servers $(SERVERS) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
 ## test: the whole suite (SQLite and PostgreSQL, browser tests included).
 test: env-all system-deps
 	$(PY) -m pytest
@@ -44,7 +52,7 @@ test: env-all system-deps
 test-fast: env-all r-lme4
 	$(PY) -m pytest -m "not slow" -q
 
-system-deps: browser r-lme4 fluidsynth
+system-deps: browser nginx r-lme4 fluidsynth
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
@@ -53,6 +61,11 @@ APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SU
 browser:
 	@test -x /usr/bin/chromium || { echo "installing chromium (Debian)"; \
 	  $(APT_INSTALL) chromium >/dev/null; }
+
+## nginx: Debian's nginx, for `make serve` and the two-server test (tests/test_nginx_shape.py).
+nginx:
+	@test -x /usr/sbin/nginx || { echo "installing nginx (Debian)"; \
+	  $(APT_INSTALL) --no-install-recommends nginx >/dev/null; }
 
 ## r-lme4: R and lme4 from Debian, for the analysis's mixed models (CRAN is not reachable here).
 R_PACKAGES := r-base-core r-cran-lme4 r-cran-lmertest r-cran-glmmtmb r-cran-jsonlite

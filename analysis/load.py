@@ -34,104 +34,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import export_contract
 from analysis.deviations import PlanError, read_plan
 
 EXPORT_FORMAT = "sightsound-export/1"
-GEMS_WORDS = (
-    "wonder",
-    "transcendence",
-    "tenderness",
-    "nostalgia",
-    "peacefulness",
-    "power",
-    "joyful_activation",
-    "tension",
-    "sadness",
-)
+GEMS_WORDS = export_contract.GEMS_WORDS
 
-# Columns the analysis reads. Other documented columns are optional: they are kept if present.
-REQUIRED_COLUMNS = (
-    "participant",
-    "block",
-    "trial_type",
-    "is_catch",
-    "source",
-    "segment",
-    "condition",
-    "correct",
-    "valence",
-    "arousal",
-    "gems",
-    "fit",
-    "rt_ms",
-    "flag_failed_screening",
-    "flag_failed_catch",
-    "flag_too_fast",
-)
-BOOLEAN_COLUMNS = (
-    "is_catch",
-    "correct",
-    "video_shown",
-    "flag_failed_screening",
-    "flag_failed_catch",
-    "flag_too_fast",
-    "excluded",
-    # optional (issue 13): the server's own listening flags
-    "flag_unheard",
-    "flag_too_quick",
-    # optional, from later trial types (parsed only when present)
-    "mushra_post_screen_flag",
-    # p808_qualification rows
-    "qualification_passed",
-    "hearing_reported_normal",
-)
+# The columns and their types are export_contract's (shared with the app's exporter). Columns
+# the analysis reads are `required`; other documented columns are optional: kept if present.
+REQUIRED_COLUMNS = tuple(c.name for c in export_contract.COLUMNS if c.required)
+BOOLEAN_COLUMNS = export_contract.of_kind("bool")
 # (column, lowest, highest) for the integer rating scales.
-RATING_RANGES = (
-    ("confidence", 1, 5),
-    ("valence", 1, 9),
-    ("arousal", 1, 9),
-    ("fit", 1, 7),
-    ("tempo", 1, 7),
-    # optional, from later trial types (parsed only when present): MUSHRA (BS.1534) 0-100
-    # scores and the similarity-to-reference scale
-    ("mushra_score", 0, 100),
-    ("mushra_hidden_ref_score", 0, 100),
-    ("similarity", 1, 7),
-    # fit_preference (1 = slightly, 2 = clearly, 3 = strongly) and P.808 ACR (1 = bad ...
-    # 5 = excellent)
-    ("preference_strength", 1, 3),
-    ("acr_rating", 1, 5),
+RATING_RANGES = tuple(
+    (c.name, c.low, c.high) for c in export_contract.COLUMNS if c.kind == "int" and c.high
 )
-STRING_COLUMNS = (
-    "study",
-    "participant",
-    "external_id",
-    "block",
-    "trial_type",
-    "source",
-    "segment",
-    "condition",
-    "conditions",
-    "clip",
-    "clip_a",
-    "clip_b",
-    "clip_x",
-    "reference_slot",
-    "correct_answer",
-    "answer",
-    "gems",
-    "stimulus_role",
-    "stimulus_slot",
-    # optional, from later trial types
-    "condition_a",
-    "condition_b",
-    "preferred_condition",
-    "acr_item",
-    "listening_device",
+# Whole numbers >= 0 with no upper bound: indexes, play counts, response times.
+COUNT_COLUMNS = tuple(
+    c.name for c in export_contract.COLUMNS if c.kind == "int" and c.high is None
 )
+STRING_COLUMNS = export_contract.of_kind("str")
 # Item kinds of `acr` rows (ITU-T P.808): an ordinary rated clip, a gold-standard question with a
 # known answer, and a trapping question that tells the listener which answer to give.
-ACR_ITEMS = ("rating", "gold", "trap")
+ACR_ITEMS = export_contract.BY_NAME["acr_item"].allowed
 
 PARTICIPANT_FLAGS = ("flag_failed_screening", "flag_failed_catch")
 ROW_FLAGS = ("flag_too_fast",)
@@ -359,26 +283,13 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
     for column, lowest, highest in RATING_RANGES:
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, lowest, highest)
-    for column in (
-        "assignment_index",
-        "list_index",
-        "block_index",
-        "trial_index",
-        "trial_in_block",
-        "plays_a",
-        "plays_b",
-        "plays_x",
-        "plays",
-        "rt_ms",
-        "plays_ref",
-        "tone_count_errors",
-        "server_rt_ms",
-    ):
+    for column in COUNT_COLUMNS:
         if column in frame.columns:
             frame[column] = _to_integer(frame[column], column, problems, 0, None)
-    if "clip_duration" in frame.columns:
-        frame["clip_duration"] = pd.to_numeric(frame["clip_duration"], errors="coerce")
-    for column in ("presented_at", "answered_at"):
+    for column in export_contract.of_kind("float"):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in export_contract.of_kind("timestamp"):
         if column in frame.columns:
             frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
     if frame["participant"].isna().any():

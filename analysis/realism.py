@@ -12,19 +12,21 @@ from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
+import sightsound_stats
+
 CHANCE = 0.5
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (wraps statsmodels ``proportion_confint``).
+    """Wilson score interval for a binomial proportion: sightsound_stats', which the app's
+    blinding audit uses too (checked against statsmodels ``proportion_confint``).
 
     Reference: Wilson (1927), JASA 22:209-212; Newcombe (1998), Stat Med 17:857-872, Table I.
 
     >>> [round(x, 4) for x in wilson_interval(81, 263)]
     [0.2553, 0.3662]
     """
-    low, high = proportion_confint(successes, trials, alpha=1 - confidence, method="wilson")
-    return float(low), float(high)
+    return sightsound_stats.wilson_interval(successes, trials, confidence)
 
 
 def clopper_pearson_interval(

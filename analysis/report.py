@@ -670,7 +670,11 @@ def _figure_title(text: str) -> dict[str, Any]:
     """A figure title broken into lines that fit a phone's width, with room made for them."""
     lines = textwrap.wrap(text, TITLE_CHARACTERS, break_on_hyphens=False)
     text = "<br>".join(html.escape(line, quote=False) for line in lines)
-    return {"text": text, "font": {"size": 14}, "automargin": True}
+    # Hung from the top of the figure and growing down, the margin made as tall as the lines:
+    # plotly centres a title on a fixed line otherwise, and its first lines leave the figure.
+    # 20 px above it: plotly lifts a title of several lines by about 10 px (measured).
+    return {"text": text, "font": {"size": 14}, "automargin": True, "yref": "container",
+            "y": 1, "yanchor": "top", "pad": {"t": 20}}
 
 
 TABLE_TITLES = {

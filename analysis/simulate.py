@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import export_contract
 from analysis.load import GEMS_WORDS
 
 
@@ -300,18 +301,14 @@ def simulate_export(
     return out / "responses.csv", out / "study.json"
 
 
-# Columns of the later trial types written by the simulation (appended after ``excluded``).
+# Columns of the later trial types written by the simulation (appended after ``excluded``),
+# in export_contract's order.
 NEW_TYPE_COLUMNS = [
-    "condition_a",
-    "condition_b",
-    "preferred_condition",
-    "preference_strength",
-    "acr_item",
-    "acr_rating",
-    "qualification_passed",
-    "hearing_reported_normal",
-    "listening_device",
-    "tone_count_errors",
+    name
+    for name in export_contract.names()
+    if export_contract.BY_NAME[name].optional
+    and set(export_contract.BY_NAME[name].trial_types or ())
+    & {"fit_preference", "acr", "p808_qualification"}
 ]
 # Core columns that _fill_abx_slots rewrites for every row; the new trial types carry their
 # values in "new_<column>" until _fill_new_types puts them back.
@@ -538,50 +535,8 @@ def _fill_abx_slots(rows: pd.DataFrame, rng: np.random.Generator) -> None:
         rows[slot] = np.where(abx, 1, np.nan)
 
 
-COLUMN_ORDER = [
-    "study",
-    "participant",
-    "assignment_index",
-    "list_index",
-    "external_id",
-    "block",
-    "block_index",
-    "trial_type",
-    "trial_index",
-    "trial_in_block",
-    "is_catch",
-    "source",
-    "segment",
-    "condition",
-    "conditions",
-    "clip",
-    "clip_a",
-    "clip_b",
-    "clip_x",
-    "reference_slot",
-    "correct_answer",
-    "answer",
-    "correct",
-    "confidence",
-    "valence",
-    "arousal",
-    "gems",
-    "fit",
-    "tempo",
-    "video_shown",
-    "plays_a",
-    "plays_b",
-    "plays_x",
-    "plays",
-    "clip_duration",
-    "rt_ms",
-    "presented_at",
-    "answered_at",
-    "flag_failed_screening",
-    "flag_failed_catch",
-    "flag_too_fast",
-    "excluded",
-]
+# Every export has these (export_contract's non-optional columns, up to ``excluded``).
+COLUMN_ORDER = [column.name for column in export_contract.COLUMNS if not column.optional]
 
 
 def _write_responses(
@@ -599,28 +554,9 @@ def _write_responses(
     rows["answered_at"] = answered.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
     new_columns = list(new_columns or [])
     out = rows.reindex(columns=COLUMN_ORDER + new_columns)
-    for column in (
-        "correct",
-        "confidence",
-        "valence",
-        "arousal",
-        "fit",
-        "tempo",
-        "video_shown",
-        "plays_a",
-        "plays_b",
-        "plays_x",
-        "plays",
-    ):
-        out[column] = out[column].astype("Int64")
-    for column in (
-        "preference_strength",
-        "acr_rating",
-        "qualification_passed",
-        "hearing_reported_normal",
-        "tone_count_errors",
-    ):
-        if column in out:
+    for column in out.columns:
+        # whole numbers with empty cells would be written as floats ("3.0"): nullable Int64
+        if export_contract.BY_NAME[column].kind in ("int", "bool") and out[column].isna().any():
             out[column] = out[column].astype("Int64")
     out["condition"] = out["condition"].where(out["trial_type"] != "headphone_check", "")
     out.to_csv(path, index=False)

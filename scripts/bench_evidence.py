@@ -32,9 +32,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from demo_set import build_demo_set  # noqa: E402
 from study_app import create_app  # noqa: E402
 from study_app.dashboard import study_summary  # noqa: E402
-from study_app.demo_set import build_demo_set  # noqa: E402
 from study_app.design import read_design_file  # noqa: E402
 from study_app.export import export_files  # noqa: E402
 from study_app.extensions import db  # noqa: E402

@@ -22,9 +22,9 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from demo_set import build_demo_set
     from study_app import create_app
     from study_app.audit import audit_study
-    from study_app.demo_set import build_demo_set
     from study_app.design import read_design_file
     from study_app.extensions import db
     from study_app.models import Researcher

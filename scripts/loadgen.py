@@ -15,6 +15,10 @@ milliseconds per request spent by the server, PostgreSQL and the client in each 
 checks in the database that every acknowledged answer (303) is stored exactly once and nothing
 else is.
 
+`--shape SERVERS` puts the production shape in place of the one gunicorn: nginx in front of
+SERVERS app servers of `--workers` each, media through nginx by X-Accel-Redirect unless
+`--media-through-app` (scripts/serve.py's Shape, as `make serve` runs it).
+
 Everything is bounded: the number of participants and requests, a per-request timeout and a
 wall-clock limit for the whole run. Traffic goes to 127.0.0.1 only.
 
@@ -177,7 +181,7 @@ def make_app(database_url: str, media_dir: Path, engine_options=None):
 
 def set_up_study(database_url: str, media_dir: Path, set_dir: Path, engine_options=None) -> str:
     """Tables, the demo stimulus set and the demo study; returns the study's entry token."""
-    from study_app.demo_set import build_demo_set
+    from demo_set import build_demo_set
     from study_app.design import read_design_file
     from study_app.extensions import db
     from study_app.models import Researcher
@@ -443,10 +447,12 @@ def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[s
     }
 
 
-def cpu_seconds(server_group: int) -> dict[str, float]:
-    """CPU time used so far (user + system, seconds) by the gunicorn process group, the
-    PostgreSQL server processes and this client: where a request's cost goes when all three
-    share the machine's cores. Read from /proc (Linux); empty elsewhere."""
+def cpu_seconds(server_group: int | set[int]) -> dict[str, float]:
+    """CPU time used so far (user + system, seconds) by the gunicorn process group (or groups:
+    `--shape`'s app servers and nginx), the PostgreSQL server processes and this client: where
+    a request's cost goes when all three share the machine's cores. Read from /proc (Linux);
+    empty elsewhere."""
+    groups = {server_group} if isinstance(server_group, int) else server_group
     proc = Path("/proc")
     if not (proc / "self" / "stat").exists():
         return {}
@@ -460,7 +466,7 @@ def cpu_seconds(server_group: int) -> dict[str, float]:
         name = text[text.index("(") + 1 : text.rindex(")")]
         fields = text[text.rindex(")") + 2 :].split()  # fields 3.. of proc(5)
         used = int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-        if int(fields[2]) == server_group:
+        if int(fields[2]) in groups:
             server += used
         elif name == "postgres":
             database += used
@@ -524,6 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--time-limit", type=float, default=600, help="seconds, whole study")
     parser.add_argument("--json", type=Path, help="write the figures here as well")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        metavar="SERVERS",
+        help="the production shape instead of one gunicorn: nginx in front of SERVERS app "
+        "servers of --workers each, media through nginx (scripts/serve.py, as `make serve`)",
+    )
+    parser.add_argument(
+        "--media-through-app", action="store_true", help="with --shape: the app sends the media"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.participants <= 5000 or not 1 <= args.concurrency <= 256:
         parser.error("participants must be 1..5000 and concurrency 1..256")
@@ -536,24 +552,39 @@ def main(argv: list[str] | None = None) -> int:
             url = f"sqlite:///{tmp / 'load.sqlite'}"
         media = tmp / "media"
         entry = set_up_study(url, media, tmp / "set")
-        server = Server(url, media, workers=args.workers, threads=args.threads)
-        server.log = tmp / "gunicorn.log"
-        server.start()
-        stack.callback(server.stop)
+        if args.shape:
+            sys.path.insert(0, str(REPO / "scripts"))
+            import serve
+
+            shape = serve.Shape(
+                tmp / "serve", free_port(), servers=args.shape, workers=args.workers,
+                env=dict(os.environ, DATABASE_URL=url, SECRET_KEY=secrets.token_hex(16)),
+                config={"MEDIA_DIR": str(media)}, media_through_app=args.media_through_app,
+            )  # fmt: skip
+            stack.callback(shape.stop)
+            shape.start()
+            base = shape.url
+            groups = {s.process.pid for s in shape.app_servers} | {shape.nginx.pid}
+        else:
+            server = Server(url, media, workers=args.workers, threads=args.threads)
+            server.log = tmp / "gunicorn.log"
+            server.start()
+            stack.callback(server.stop)
+            base, groups = base, {server.process.pid}
         bare = Recorder()
-        asyncio.run(run_bare(server.base, 200, args.concurrency, Recorder()))  # warm-up
+        asyncio.run(run_bare(base, 200, args.concurrency, Recorder()))  # warm-up
         # The ceiling is measured twice, half before and half after the study, because a shared
         # machine's speed drifts by tens of per cent over minutes: a ceiling taken only on one
         # side of the study would skew the ratio by as much.
         half = max(1, args.participants * 31)  # about half the demo study's trial-loop requests
-        cpu_before_bare = cpu_seconds(server.process.pid)
-        bare_seconds_before = asyncio.run(run_bare(server.base, half, args.concurrency, bare))
+        cpu_before_bare = cpu_seconds(groups)
+        bare_seconds_before = asyncio.run(run_bare(base, half, args.concurrency, bare))
         bare_before = len(bare.latencies["healthz"])
         recorder = Recorder()
-        cpu_before_study = cpu_seconds(server.process.pid)
+        cpu_before_study = cpu_seconds(groups)
         study_seconds = asyncio.run(
             run_participants(
-                server.base,
+                base,
                 entry,
                 args.participants,
                 args.concurrency,
@@ -561,11 +592,11 @@ def main(argv: list[str] | None = None) -> int:
                 time_limit=args.time_limit,
             )
         )
-        cpu_after_study = cpu_seconds(server.process.pid)
+        cpu_after_study = cpu_seconds(groups)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
         after = max(1, loop_requests - bare_before)  # in all, as many as the trial loop made
-        bare_seconds_after = asyncio.run(run_bare(server.base, after, args.concurrency, bare))
-        cpu_after_bare = cpu_seconds(server.process.pid)
+        bare_seconds_after = asyncio.run(run_bare(base, after, args.concurrency, bare))
+        cpu_after_bare = cpu_seconds(groups)
         figures = summary(recorder, bare, study_seconds, bare_seconds_before + bare_seconds_after)
         figures["healthz_requests_per_s_before_after"] = [
             round(bare_before / bare_seconds_before, 1),
@@ -590,9 +621,19 @@ def main(argv: list[str] | None = None) -> int:
             "gunicorn_threads": args.threads,
             "database": args.database,
             "cpus": os.cpu_count(),
+            "shape": (
+                f"nginx + {args.shape} app servers, media through "
+                + ("the app" if args.media_through_app else "nginx (X-Accel-Redirect)")
+                if args.shape
+                else "one gunicorn"
+            ),
         }
         figures["integrity"] = verify(url, recorder)
-        server.stop()
+        if args.shape and shape.media is not None:  # the media nginx sent from renditions
+            log = shape.media.access_log
+            figures["nginx_media_log_lines"] = (
+                len(log.read_bytes().splitlines()) if log.exists() else 0
+            )
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

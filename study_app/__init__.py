@@ -13,12 +13,13 @@ from flask import Flask, redirect, send_from_directory, url_for
 from markupsafe import Markup
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401 - the package's version, as before
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory (as in Flask's tutorial): config from instance/ and the environment."""
-    app = Flask(__name__, instance_relative_config=True)
+    # static_folder=None: static_assets.install routes /static/ with fingerprinted URLs.
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
@@ -36,6 +37,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # 0, the default, trusts no such header: a client could write any address into it.
         # Behind a proxy, 0 makes every client the proxy's address (docs/operations.md).
         TRUSTED_PROXIES=os.environ.get("SIGHTSOUND_TRUSTED_PROXIES", "0"),
+        # Media through nginx (media_accel.py), off unless set: scripts/serve.py sets all three
+        # for its app servers and for `flask media-gc`, to match the nginx config it renders.
+        MEDIA_ACCEL_REDIRECT=os.environ.get("SIGHTSOUND_MEDIA_ACCEL_REDIRECT") or None,
+        MEDIA_RENDITIONS_DIR=os.environ.get("SIGHTSOUND_MEDIA_RENDITIONS_DIR") or None,
+        MEDIA_ACCESS_LOG=os.environ.get("SIGHTSOUND_MEDIA_ACCESS_LOG") or None,
     )
     app.config.from_pyfile("config.py", silent=True)
     if test_config:
@@ -51,8 +57,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # from the last `proxies` entries of X-Forwarded-For/-Proto, which our proxies wrote.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
-    from . import cli, errors, models, participant, researcher  # noqa: F401 - models: tables
+    from . import auth, cli, errors, models, participant, researcher  # noqa: F401 - models: tables
     from .extensions import csrf, db, login_manager, migrate
+    from .static_assets import install as serve_fingerprinted_static
 
     db.init_app(app)
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -60,10 +67,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         with app.app_context():
             ping_after_idle(db.engine)
+        from . import db_retry
+
+        db_retry.install(app)  # a connection dropped mid-request: reads and answers run again
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
+    serve_fingerprinted_static(app)
     app.register_blueprint(participant.bp)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(researcher.bp)
     cli.register(app)
     errors.register(app)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import struct
 import time
@@ -34,6 +33,8 @@ import numpy as np
 from flask import Flask
 from flask.cli import with_appcontext
 from flask.testing import FlaskClient
+
+from sightsound_stats import holm_adjust, wilson_interval
 
 REFERENCE = "reference"
 IGNORED_HEADERS = {"date"}  # a clock reading, the same for every clip
@@ -257,15 +258,6 @@ def cross_validated(x, y, groups, folds: int = 5) -> tuple[float, int]:
     return balanced_accuracy(y, predicted), int((predicted == y).sum())
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 @dataclass
 class TaskResult:
     task: str  # e.g. "abx/a", "abx/all", "emotion_rating/clip"
@@ -297,7 +289,7 @@ def classify(x, y, groups, *, permutations: int, alpha: float, seed: int, task, 
         generated_share=share,
         balanced_accuracy=score,
         accuracy=correct / len(y),
-        accuracy_ci=wilson(correct, len(y)),
+        accuracy_ci=wilson_interval(correct, len(y)),
         majority_baseline=max(share, 1 - share),
         p_value=p_value,
         features=names,
@@ -348,12 +340,9 @@ def analyse(
 
 def holm(results: list[TaskResult], alpha: float) -> list[TaskResult]:
     """Holm's step-down adjustment: many tasks are tested, a leak must survive all of them."""
-    order = sorted(range(len(results)), key=lambda i: results[i].p_value)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(results) - rank) * results[i].p_value))
-        results[i].p_adjusted = running
-        results[i].leaks = running < alpha and results[i].balanced_accuracy > 0.5
+    for result, adjusted in zip(results, holm_adjust([r.p_value for r in results]), strict=True):
+        result.p_adjusted = adjusted
+        result.leaks = adjusted < alpha and result.balanced_accuracy > 0.5
     return results
 
 
@@ -436,7 +425,6 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
     previews (never counted, exported or balanced against) and deleted afterwards."""
     from sqlalchemy import select
 
-    from .design import with_defaults
     from .extensions import db
     from .models import Clip, Participant, Study, Trial, as_utc
     from .services import ExternalIds, enroll
@@ -463,7 +451,7 @@ def collect(app: Flask, slug: str, participants: int, seed: int = 0) -> list[Obs
         with app.app_context():
             trial = db.session.scalar(select(Trial).where(Trial.token == trial_token))
             trial_type = get_trial_type(trial.trial_type)
-            block = with_defaults(trial.participant.study.design["blocks"][trial.block_index])
+            block = trial.block
             wait = trial_type.min_answer_seconds(trial.spec, block)
             if wait > 0 and trial.presented_at is not None:
                 # A pause (no media): a browser would wait out its countdown, which the server

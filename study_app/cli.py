@@ -13,6 +13,7 @@ from sqlalchemy import select
 from .design import DesignError, read_design_file
 from .export import write_export
 from .extensions import db
+from .media_accel import ingest_configured
 from .models import Researcher, Study
 from .services import ImportRefused, create_study, import_stimulus_set
 
@@ -25,6 +26,10 @@ def register(app: Flask) -> None:
     from .audit import audit_blinding  # issue 6: `flask audit-blinding STUDY`
 
     app.cli.add_command(audit_blinding)
+    from .media_accel import ingest_media_log_command, media_gc_command  # issue 24
+
+    app.cli.add_command(ingest_media_log_command)
+    app.cli.add_command(media_gc_command)
 
 
 def _media_dir() -> Path:
@@ -93,6 +98,7 @@ def export(slug: str, out_dir: Path) -> None:
     study = db.session.scalar(select(Study).where(Study.slug == slug))
     if study is None:
         raise click.ClickException(f"no study {slug!r}")
+    ingest_configured()  # nginx's media log first (issue 24)
     for path in write_export(study, out_dir):
         click.echo(f"wrote {path}")
 
@@ -105,7 +111,7 @@ def demo_setup(base_url: str, password: str) -> None:
     """Build and import the demo stimulus set, create the demo researcher and study."""
     from flask_migrate import upgrade
 
-    from .demo_set import build_demo_set
+    from demo_set import build_demo_set
 
     upgrade(directory=str(Path(__file__).parent / "migrations"))
     set_dir = REPO_ROOT / "stimuli" / "demo"
@@ -126,7 +132,7 @@ def demo_setup(base_url: str, password: str) -> None:
         with current_app.test_request_context(base_url=base_url):
             links.append(url_for("participant.join", entry_token=study.entry_token, _external=True))
     with current_app.test_request_context(base_url=base_url):
-        login = url_for("researcher.login", _external=True)
+        login = url_for("auth.login", _external=True)
     click.echo("")
     click.echo(f"  Participant link : {links[0]}")
     click.echo(f"  Every trial type : {links[1]}")

@@ -14,7 +14,7 @@ from .trial_types import get_trial_type
 
 def study_summary(study: Study) -> dict[str, Any]:
     participants = counted_participants(study)
-    blocks = study.design["blocks"]
+    blocks = study.blocks
     fetches = fetch_log(study_id=study.id)
     qualities = {p.id: assess(blocks, p.trials, fetches) for p in participants}
     rows = [participant_row(study, p, qualities[p.id]) for p in participants]
@@ -80,7 +80,7 @@ def participant_row(
     if quality is None:
         answered = [t.id for t in participant.trials if t.response is not None]
         fetches = fetch_log(trial_ids=answered) if answered else {}
-        quality = assess(study.design["blocks"], participant.trials, fetches)
+        quality = assess(study.blocks, participant.trials, fetches)
     exported = {t.id for t in participant.trials if get_trial_type(t.trial_type).exported}
     answerable = [t for t in participant.trials if get_trial_type(t.trial_type).answerable]
     return {
@@ -107,7 +107,7 @@ def counterbalancing(study: Study, participants: list[Participant]) -> list[dict
     """Per ABX/rating block: how evenly the assigned (segment, condition) cells and ABX
     arrangements are spread so far. A spread (max - min) of 0 or 1 is balanced."""
     result = []
-    for index, block in enumerate(study.design["blocks"]):
+    for index, block in enumerate(study.blocks):
         cells: Counter[tuple] = Counter()
         arrangements: Counter[tuple] = Counter()
         for participant in participants:

@@ -13,75 +13,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from . import __version__
+import export_contract
+
 from .extensions import db
 from .listening import ListeningEvidence
 from .models import Participant, Study, Trial, as_utc, utcnow
 from .prereg_store import record_json
 from .quality import assess, elapsed_ms, fetch_log
-from .trial_types import all_trial_types, get_trial_type
-
-CORE_COLUMNS = (
-    "study",
-    "participant",
-    "assignment_index",
-    "list_index",
-    "external_id",
-    "block",
-    "block_index",
-    "trial_type",
-    "trial_index",
-    "trial_in_block",
-    "is_catch",
-    "source",
-    "segment",
-    "condition",
-    "conditions",
-    "clip",
-    "clip_a",
-    "clip_b",
-    "clip_x",
-    "reference_slot",
-    "correct_answer",
-    "answer",
-    "correct",
-    "confidence",
-    "valence",
-    "arousal",
-    "gems",
-    "fit",
-    "tempo",
-    "video_shown",
-    "plays_a",
-    "plays_b",
-    "plays_x",
-    "plays",
-    "clip_duration",
-    "rt_ms",
-    "presented_at",
-    "answered_at",
-    "flag_failed_screening",
-    "flag_failed_catch",
-    "flag_too_fast",
-    "excluded",
-    # The server's listening evidence (listening.py), after `excluded` so that the columns
-    # before it keep their places; `analysis` applies these flags itself.
-    "server_rt_ms",
-    "media_fetched",
-    "flag_unheard",
-    "flag_too_quick",
-    # Possible re-entry under another PROLIFIC_PID (reentry.py): flags, never exclusions.
-    "possible_reentry_of",
-    "reentry_evidence",
-)
+from .trial_types import get_trial_type
+from .version import __version__
 
 
 def export_columns() -> list[str]:
-    """Core columns, then each trial type's own, in registration-independent (sorted) order."""
-    columns = list(CORE_COLUMNS)
-    for name in sorted(all_trial_types()):
-        columns.extend(c for c in all_trial_types()[name].export_columns if c not in columns)
-    return columns
+    """responses.csv's columns, in order: export_contract's list, the one place they are kept
+    (analysis.load validates against the same list)."""
+    return export_contract.names()
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -92,7 +38,7 @@ def iso(moment: datetime | None) -> str | None:
 
 def response_rows(study: Study) -> Iterator[dict[str, Any]]:
     """One dict per answered, exported trial, with every flag computed."""
-    blocks = study.design["blocks"]
+    blocks = study.blocks
     fetches = fetch_log(study_id=study.id)  # one query for the study, not one per participant
     for participant in counted_participants(study):
         quality = assess(blocks, participant.trials, fetches)

@@ -17,4 +17,4 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = LoginManager()
-login_manager.login_view = "researcher.login"
+login_manager.login_view = "auth.login"

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .design import with_defaults
 from .extensions import db, login_manager
 
 
@@ -120,6 +121,11 @@ class Study(db.Model):
     stimulus_set: Mapped[StimulusSet] = relationship()
     participants: Mapped[list[Participant]] = relationship(back_populates="study")
 
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """The design's blocks as stored, in order (a trial's `block_index` indexes them)."""
+        return self.design["blocks"]
+
 
 class Participant(db.Model):
     __tablename__ = "participants"
@@ -188,6 +194,11 @@ class Trial(db.Model):
     response: Mapped[Response | None] = relationship(
         back_populates="trial", cascade="all, delete-orphan"
     )
+
+    @property
+    def block(self) -> dict[str, Any]:
+        """This trial's block of the study's design, with any option it predates filled in."""
+        return with_defaults(self.participant.study.blocks[self.block_index])
 
 
 class Response(db.Model):

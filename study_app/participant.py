@@ -26,8 +26,8 @@ from flask import (
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from . import media_accel
 from .audio import dither_seed, dithered_rendition, waveform_peaks
-from .design import with_defaults
 from .extensions import db
 from .listening import MAX_REQUESTS_PER_WINDOW, throttle_wait
 from .models import Clip, MediaEvidence, Participant, Segment, Study, Trial, as_utc, utcnow
@@ -215,7 +215,7 @@ def _render_trial(
     progress: dict[str, int] | None = None,
 ):
     trial_type = get_trial_type(trial.trial_type)
-    block = with_defaults(study.design["blocks"][trial.block_index])
+    block = trial.block
     media = {
         slot: url_for(".media", token=participant.token, trial_token=trial.token, slot=slot)
         for slot in trial_type.media(trial.spec)
@@ -247,7 +247,7 @@ def _finish(participant: Participant):
         participant.completed_at = utcnow()
         db.session.commit()
     study = participant.study
-    debrief = next((b for b in study.design["blocks"] if b["type"] == "debrief"), None)
+    debrief = next((b for b in study.blocks if b["type"] == "debrief"), None)
     outcome = _outcome(participant)
     completion = study.design["completion"]
     code_key, url_key = OUTCOME_KEYS[outcome]
@@ -289,7 +289,7 @@ def _outcome(participant: Participant) -> str:
         .order_by(Trial.trial_index)
         .options(selectinload(Trial.response))
     ).all()
-    if assess(participant.study.design["blocks"], list(trials)).failed_catch:
+    if assess(participant.study.blocks, list(trials)).failed_catch:
         return "failed_attention"
     return "completed"
 
@@ -320,7 +320,7 @@ def answer(token: str, trial_token: str):
 def _apply_screening(participant: Participant, trial: Trial) -> None:
     """End the session politely after a failed screening block (headphone check, P.808
     qualification) when the design says so, once the block is done."""
-    block = with_defaults(participant.study.design["blocks"][trial.block_index])
+    block = trial.block
     if not block.get("exclude_on_fail"):
         return
     block_trials = [t for t in participant.trials if t.block_index == trial.block_index]
@@ -345,13 +345,21 @@ def media(token: str, trial_token: str, slot: str):
     if wait:
         return _too_many_requests(wait)
     path, mimetype = _media_file(trial, ref)
+    seed = dither_seed(current_app.config["SECRET_KEY"], trial.trial_token, slot)
+    if media_accel.enabled(current_app):
+        # nginx sends the slot's rendition (the same dithered bytes) and logs what it wrote;
+        # the app counts the request now, the bytes when it ingests the log (media_accel.py).
+        response = media_accel.accel_response(
+            trial.trial_id, trial.trial_token, slot, path, mimetype, seed
+        )
+        _count_request_when_closed(trial.trial_id, slot, response)
+        return response
     if mimetype == "audio/wav":
         # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
         # a trial type renders (anchors, gold and trapping clips, tones) goes the same way, so
         # its responses look exactly like those of a rated clip.
         # The seed is keyed by the server's secret: from the trial token and slot alone (both in
         # the URL) a participant could regenerate the noise and subtract it.
-        seed = dither_seed(current_app.config["SECRET_KEY"], trial.trial_token, slot)
         data = _rendition(str(path), seed)
         response = Response(data, mimetype=mimetype)
         response.last_modified = MEDIA_MTIME
@@ -504,6 +512,24 @@ def _record_when_sent(trial_id: int, slot: str, response: Response) -> None:
                 app.logger.exception("evidence of trial %s slot %s not recorded", trial_id, slot)
 
     response.response = CountedBody(response.response, record)
+
+
+def _count_request_when_closed(trial_id: int, slot: str, response: Response) -> None:
+    """Under MEDIA_ACCEL_REDIRECT: count the request in its slot's evidence (requests, the
+    throttle's window; no bytes: those come from nginx's log) once the response is done, in a
+    context of its own, as `_record_when_sent` does."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    total = int(response.headers[media_accel.EVIDENCE_HEADER].split(".")[2])
+
+    def count() -> None:
+        with app.app_context():
+            try:
+                record_sent(trial_id, slot, 0, 0, total, now=utcnow())
+            except Exception:  # noqa: BLE001 - a lost count must not break the server
+                db.session.rollback()
+                app.logger.exception("request of trial %s slot %s not counted", trial_id, slot)
+
+    response.call_on_close(count)
 
 
 @functools.lru_cache(maxsize=32)

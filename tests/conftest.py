@@ -118,7 +118,7 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def demo_set_dir(tmp_path_factory) -> Path:
-    from study_app.demo_set import build_demo_set
+    from demo_set import build_demo_set
 
     folder = tmp_path_factory.mktemp("demo_set")
     build_demo_set(folder)
@@ -128,7 +128,7 @@ def demo_set_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def long_demo_set_dir(tmp_path_factory) -> Path:
     """The demo set with 5 s clips: long enough for P.808 trapping clips."""
-    from study_app.demo_set import build_demo_set
+    from demo_set import build_demo_set
 
     folder = tmp_path_factory.mktemp("long_demo_set")
     build_demo_set(folder, duration=5.0)

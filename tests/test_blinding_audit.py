@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from sightsound_stats import wilson_interval
 from study_app.audit import (
     RECURRENCE,
     TRANSPORT,
@@ -16,7 +17,6 @@ from study_app.audit import (
     analyse,
     collect,
     wav_header,
-    wilson,
     x_copy_reveals_answer,
 )
 
@@ -91,7 +91,7 @@ def test_audit_command_prints_a_verdict(app, demo_study, tmp_path):
 
 def test_helpers():
     assert wav_header(b"not a wav") == {}
-    low, high = wilson(50, 100)
+    low, high = wilson_interval(50, 100)
     assert low < 0.5 < high and round(high - low, 2) == 0.19
     fake = [
         Observation(p, t, "abx", s, "/u", 200, {}, 10, "h", 1.0, label=lab)

@@ -20,7 +20,7 @@ from flow import current, valid_answer
 from sqlalchemy import select
 from test_browser_e2e import no_horizontal_scroll, trial_type
 
-from study_app.demo_set import build_demo_set
+from demo_set import build_demo_set
 from study_app.design import read_design_file
 from study_app.extensions import db
 from study_app.models import Participant, Researcher, Study

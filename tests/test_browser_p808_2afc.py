@@ -155,7 +155,7 @@ def test_fit_preference_stays_in_sync_over_30_s(
     """Drift between the muted video and the music under one video frame (1/25 s) over 30 s
     clips, sampled on every animation frame, with A and then B (99 % of frames; a rare stall
     must be repaired quickly)."""
-    from study_app.demo_set import build_demo_set
+    from demo_set import build_demo_set
 
     set_dir = tmp_path_factory.mktemp("set_30s")
     build_demo_set(set_dir, n_sources=2, duration=30.0)

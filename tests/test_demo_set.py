@@ -10,8 +10,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
+from demo_set import CONDITIONS, build_demo_set, main
 from study_app.audio import read_wav_info, read_wav_samples
-from study_app.demo_set import CONDITIONS, build_demo_set, main
 from study_app.stimulus_set import StimulusSet, load_stimulus_set
 
 DURATION = 1.0

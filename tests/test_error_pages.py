@@ -24,7 +24,8 @@ def assert_laid_out(response, status: int) -> str:
     assert response.mimetype == "text/html"
     html = response.get_data(as_text=True)
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
-    assert "/static/style.css" in html and '<main id="main">' in html
+    # (the stylesheet's URL is fingerprinted: study_app/static_assets.py)
+    assert re.search(r'"/static/[0-9a-f]{8}/style\.css"', html) and '<main id="main">' in html
     assert len(re.findall(r"<h1>[^<]+</h1>", html)) == 1, html
     assert f"Error {status}" in html
     return html
@@ -153,7 +154,9 @@ def test_favicon(app, client):
     assert response.status_code == 200 and response.mimetype == "image/svg+xml"
     assert response.get_data(as_text=True).startswith("<svg")
     page = client.get(f"/p/{'u' * 43}/").get_data(as_text=True)
-    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    assert re.search(
+        r'<link rel="icon" href="/static/[0-9a-f]{8}/favicon\.svg" type="image/svg\+xml">', page
+    )
     assert client.get("/static/favicon.svg").status_code == 200
 
 

@@ -16,6 +16,7 @@ from flow import run_to_end, start
 from sqlalchemy import func, select
 
 from study_app import render_markdown
+from study_app.auth import MAX_CLIENT_FAILURES, MAX_FAILURES, safe_next
 from study_app.design import (
     DEFAULT_TEXT_CAP,
     MAX_DESIGN_BYTES,
@@ -30,7 +31,6 @@ from study_app.design import (
 from study_app.export import _csv_text
 from study_app.extensions import db
 from study_app.models import LoginFailure, Participant, Study
-from study_app.researcher import MAX_CLIENT_FAILURES, MAX_FAILURES, safe_next
 
 DEEP_YAML = "[" * 5000 + "]" * 5000
 DEEP_JSON = "[" * 3000 + "]" * 3000

@@ -16,9 +16,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from study_app.extensions import db
-from study_app.models import AuditEvent, LoginFailure
-from study_app.researcher import (
+from study_app.auth import (
     ACCOUNT_BASE_DELAY,
     ACCOUNT_FREE_FAILURES,
     ACCOUNT_MAX_DELAY,
@@ -27,6 +25,8 @@ from study_app.researcher import (
     MAX_FAILURES,
     account_delay,
 )
+from study_app.extensions import db
+from study_app.models import AuditEvent, LoginFailure
 
 OWNER, RIGHT = "owner@example.org", "owner-password"
 PROXY = "10.0.0.2"  # the reverse proxy's own address, as the app sees it
@@ -119,16 +119,16 @@ def test_unknown_emails_are_throttled_exactly_like_known_ones(app, demo_study):
 def test_an_unknown_email_costs_one_password_hash_like_a_known_one(app, demo_study, monkeypatch):
     """A known email used to cost a password hash (197 ms) and an unknown one none (16 ms):
     the timing told which emails exist. Now both check one hash, of the same kind."""
-    import study_app.researcher as researcher
+    import study_app.auth as auth
 
     checked: list[str] = []
-    real = researcher.check_password_hash
+    real = auth.check_password_hash
 
     def counting(stored: str, password: str) -> bool:
         checked.append(stored.split("$", 1)[0])  # the method and its cost parameters
         return real(stored, password)
 
-    monkeypatch.setattr(researcher, "check_password_hash", counting)
+    monkeypatch.setattr(auth, "check_password_hash", counting)
     client = app.test_client()
     assert login(client, OWNER, "wrong", "198.51.100.1").status_code == 401
     assert login(client, "nobody@example.org", "wrong", "198.51.100.2").status_code == 401

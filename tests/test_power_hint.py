@@ -172,7 +172,7 @@ def test_designer_hint_on_a_larger_set_reads_the_table(app, owner, tmp_path):
     """Eight sources, each heard once under each of the two conditions' halves."""
     from pathlib import Path
 
-    from study_app.demo_set import build_demo_set
+    from demo_set import build_demo_set
     from study_app.services import import_stimulus_set
 
     folder = tmp_path / "eight"

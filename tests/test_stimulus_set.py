@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from demo_set import build_demo_set
 from study_app import stimulus_set as stimulus_set_module
 from study_app.audio import (
     canonical_wav_bytes,
@@ -24,7 +25,6 @@ from study_app.audio import (
     read_wav_samples,
     write_wav,
 )
-from study_app.demo_set import build_demo_set
 from study_app.stimulus_set import StimulusSet, StimulusSetError, load_stimulus_set
 
 SR = 44100

@@ -130,9 +130,9 @@ fit_once <- function(data, job, terms, previous = NULL, optimizer = "nloptwrap")
 
 # A singular linear mixed model is refitted from lme4's default start with a second optimiser
 # before the ladder drops a term: nloptwrap (lme4's default, no derivative check) can stop at a
-# false boundary optimum. Issue 21: on the benchmark's arousal model it ended at REML criterion
-# 56538.320 with the source SD at 2e-6, where bobyqa and Nelder-Mead reach 56537.932 with a
-# source SD of 0.30. bobyqa first; Nelder-Mead only if bobyqa fails (error or not converged).
+# false boundary optimum. Issue 21's refit: on the benchmark's arousal model it ended at REML
+# criterion 56538.320 with the source SD at 2e-6, where bobyqa and Nelder-Mead reach 56537.932
+# with a source SD of 0.30. bobyqa first; Nelder-Mead only if bobyqa fails (error or not converged).
 # The fit with the lowest criterion is kept (ties: the first). Only for lmer: a GLMM fit costs
 # several seconds on the benchmark, and the report has to finish in 20 s.
 SECOND_OPTIMIZERS <- c("bobyqa", "Nelder_Mead")
@@ -232,7 +232,8 @@ fit_ladder <- function(data, job) {
         name = rung$name, formula = "", status = "skipped", converged = FALSE,
         singular = FALSE, degenerate = list(),
         notes = list(paste("contains", paste(blocked, collapse = ", "),
-                           "which an earlier fit estimated as degenerate")), seconds = 0)
+                           "and drops only terms that were degenerate beside it in an",
+                           "earlier fit: the same singular optimum")), seconds = 0)
       next
     }
     result <- check_singular_fit(fit_once(data, job, terms, rung$previous), data, job, terms)

@@ -270,3 +270,39 @@ def test_frame_level_mmd_excludes_pairs_within_a_clip():
     values = [objective.mmd_summary(clips(12), clips(12), n_permutations=50)["mmd2"]
               for _ in range(100)]
     assert abs(np.mean(values)) < 3 * np.std(values) / 10
+
+
+@pytest.mark.slow
+def test_report_shows_the_set_distances_with_mmd_first(tmp_path):
+    """`--objective objective.csv` with its objective.json beside it: the study report gets a
+    set_distances table (MMD^2 test, Holm across conditions, FD with its flag, FAD-inf) whose
+    title names MMD as the between-set test. Runs the report's R models, hence slow."""
+    from analysis.report import ReportConfig, report_from_files
+    from analysis.simulate import Truth, simulate_export
+
+    truth = Truth(abx_accuracy={"same": 0.5, "shifted": 0.85}, keeps_emotion=("same",),
+                  loses_emotion=("shifted",))
+    responses, study = simulate_export(tmp_path / "export", participants=20, abx_trials=8,
+                                       rating_trials=8, sources=4, truth=truth, seed=1)
+    rng = np.random.default_rng(18)
+    reference = list(rng.normal(size=(20, 8)))
+    frechet, mmd = {}, {}
+    for condition, shift in (("same", 0.0), ("shifted", 6.0)):
+        generated = rng.normal(size=(20, 8))
+        generated[:, 0] += shift
+        frechet[condition] = objective.frechet_summary(list(generated), reference, n_boot=20)
+        mmd[condition] = objective.mmd_summary(list(generated), reference, n_permutations=200)
+    objective_csv = tmp_path / "objective.csv"
+    objective_csv.write_text("clip,segment,condition,tempo_error\nc1,s1,same,0.1\n")
+    (tmp_path / "objective.json").write_text(json.dumps({"frechet": frechet, "mmd": mmd}))
+    report_from_files(responses, study, tmp_path / "report",
+                      ReportConfig(n_boot=100, n_permutations=100), objective_csv)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "report" / "tables" / "set_distances.csv")
+    assert table["condition"].tolist() == ["same", "shifted"]
+    assert table["mmd_pval_holm"].iloc[1] < 0.05 < table["mmd_pval_holm"].iloc[0]
+    assert table["frechet_bias_warning"].iloc[0] and not table["frechet_bias_warning"].iloc[1]
+    assert (table["fad_inf_ci_low"] < table["fad_inf_ci_high"]).all()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "MMD^2 permutation test is the between-set test" in page

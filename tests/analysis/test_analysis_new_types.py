@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from agresti import BASEBALL, TEAMS
 
+import export_contract
 from analysis import mos, mushra, preference
 from analysis.__main__ import main
 from analysis.load import read_export, validate_responses
@@ -259,58 +260,12 @@ def test_new_docstring_examples(name):
 
 
 # --------------------------------------------------------------------------- export end to end
-BASE_COLUMNS = [
-    "study",
-    "participant",
-    "assignment_index",
-    "list_index",
-    "external_id",
-    "block",
-    "block_index",
-    "trial_type",
-    "trial_index",
-    "trial_in_block",
-    "is_catch",
-    "source",
-    "segment",
-    "condition",
-    "conditions",
-    "clip",
-    "clip_a",
-    "clip_b",
-    "clip_x",
-    "reference_slot",
-    "correct_answer",
-    "answer",
-    "correct",
-    "confidence",
-    "valence",
-    "arousal",
-    "gems",
-    "fit",
-    "tempo",
-    "video_shown",
-    "plays_a",
-    "plays_b",
-    "plays_x",
-    "plays",
-    "clip_duration",
-    "rt_ms",
-    "presented_at",
-    "answered_at",
-    "flag_failed_screening",
-    "flag_failed_catch",
-    "flag_too_fast",
-    "excluded",
-]
+# export_contract's columns: those every export has, then the MUSHRA and similarity ones.
+BASE_COLUMNS = [column.name for column in export_contract.COLUMNS if not column.optional]
 NEW_COLUMNS = [
-    "stimulus_role",
-    "stimulus_slot",
-    "mushra_score",
-    "mushra_hidden_ref_score",
-    "mushra_post_screen_flag",
-    "similarity",
-    "plays_ref",
+    column.name
+    for column in export_contract.COLUMNS
+    if column.optional and set(column.trial_types or ()) & {"mushra", "similarity"}
 ]
 
 

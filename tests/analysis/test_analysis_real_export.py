@@ -7,6 +7,7 @@ either side of the export contract that makes real exports refused shows up here
 
 from __future__ import annotations
 
+import csv
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from flow import answer, current, run_to_end, start, valid_answer
 from sqlalchemy import select
 
+import export_contract
 from analysis.load import apply_exclusions, read_export
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +29,21 @@ def _export(app, tmp_path) -> tuple[Path, Path]:
     with app.app_context():
         paths = write_export(db.session.scalar(select(Study)), tmp_path / "export")
     return paths[0], tmp_path / "export" / "study.json"
+
+
+def _assert_follows_contract(responses: Path) -> None:
+    """The header is export_contract's columns in order, and a row fills only the columns that
+    the contract gives its trial type."""
+    with responses.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == export_contract.names()
+        strays = {
+            (row["trial_type"], name)
+            for row in reader
+            for name, value in row.items()
+            if value != "" and name not in export_contract.filled_by(row["trial_type"])
+        }
+    assert not strays
 
 
 def _listened(app, page) -> dict:
@@ -68,6 +85,7 @@ def test_the_apps_export_of_a_running_study_loads(
         run_to_end(client, start(client, token), answers=lambda page: _listened(app, page))
     _stop_after(app, token, 5)
     responses, study = _export(app, tmp_path)
+    _assert_follows_contract(responses)
     export = read_export(responses, study)
     assert export.study["study"]["participants_completed"] == 2
     assert export.responses["participant"].nunique() == 3

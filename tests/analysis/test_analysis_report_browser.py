@@ -123,16 +123,19 @@ FIGURE_TITLES = """
 () => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => {
   const title = p.querySelector('text.gtitle');
   const box = title ? title.getBoundingClientRect() : null;
+  const figure = p.getBoundingClientRect();
   return {section: p.closest('section').querySelector('h2').textContent,
           text: title ? title.textContent : null,
-          left: box && box.left, right: box && box.right, width: window.innerWidth};
+          left: box && box.left, right: box && box.right, width: window.innerWidth,
+          top: box && box.top, figure_top: figure.top};
 })
 """
 
 
 def test_figure_titles_fit_a_390_px_phone_screen(report_html):
     # Issue 21: plotly never wraps a title, and at 390 px the long ones were cut at the
-    # right edge. Every figure has its title, and the title's box lies inside the viewport.
+    # right edge. Every figure has its title, and the title's box lies inside the viewport
+    # and starts inside its figure.
     with chromium_browser() as browser:
         page = browser.new_page(viewport={"width": 390, "height": 844})
         page.goto(report_html.as_uri())
@@ -146,3 +149,5 @@ def test_figure_titles_fit_a_390_px_phone_screen(report_html):
         for title in titles:
             assert title["text"], title
             assert title["left"] >= 0 and title["right"] <= title["width"], title
+            # and not above the figure, where the SVG cuts off its first lines
+            assert title["top"] >= title["figure_top"], title
