@@ -82,7 +82,13 @@ async def _run(server, entry, participants, concurrency, recorder, kills, every,
     seconds = await run_participants(
         server.base, entry, participants, concurrency, recorder, time_limit=limit
     )
+    finished_at = time.monotonic()
     await chaos  # every restart done before we look at the database
+    # Whether each disruption struck while participants were still playing: only those test
+    # anything (a server that retries a dropped database connection itself leaves the clients
+    # nothing to retry, so their retry count cannot say it).
+    for event in log:
+        event["during_study"] = event["at"] < finished_at
     return seconds, log
 
 
@@ -129,8 +135,11 @@ def run_durability(
         seconds=round(seconds, 1),
         kills=sum(1 for e in events if e["event"].startswith("kill")),
         database_restarts=sum(1 for e in events if e["event"] == "postgresql restarted"),
+        disruptions_after_study=sum(1 for e in events if not e["during_study"]),
         client_retries=recorder.retries,
         connection_errors=sum(recorder.errors.values()),
+        server_errors=sum(n for name, n in recorder.errors.items() if name.endswith(
+            tuple(f" {code}" for code in range(500, 600)))),
     )
     return result
 

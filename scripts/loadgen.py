@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             server.log = tmp / "gunicorn.log"
             server.start()
             stack.callback(server.stop)
-            base, groups = base, {server.process.pid}
+            base, groups = server.base, {server.process.pid}
         bare = Recorder()
         asyncio.run(run_bare(base, 200, args.concurrency, Recorder()))  # warm-up
         # The ceiling is measured twice, half before and half after the study, because a shared

@@ -63,7 +63,7 @@ def play_through(durability, url, options, tmp_path, demo_set_dir, **chaos):
 
 
 def assert_nothing_lost(result) -> None:
-    assert result["client_retries"] > 0, "the outages happened after everyone had finished"
+    assert result["disruptions_after_study"] == 0, "an outage came after everyone had finished"
     assert result["lost"] == 0
     assert result["duplicated"] == 0
     assert result["acknowledged_twice"] == 0
@@ -147,8 +147,8 @@ def test_database_restart_under_load_loses_nothing(
     durability, scratch_cluster, tmp_path, demo_set_dir
 ):
     """PostgreSQL restarts while the server keeps running: every pooled connection breaks at
-    once. Requests during the outage fail (the clients retry); afterwards the workers carry on
-    on new connections, and nothing acknowledged is lost or doubled."""
+    once. The server retries a request whose connection dropped, so participants see no 5xx;
+    the workers carry on on new connections, and nothing acknowledged is lost or doubled."""
     import loadgen
 
     cluster, admin_url = scratch_cluster
@@ -158,3 +158,6 @@ def test_database_restart_under_load_loses_nothing(
         )
     assert result["database_restarts"] == 1
     assert_nothing_lost(result)
+    # The server retries a dropped connection once (study_app/db_retry.py): no participant
+    # sees an error page while the database restarts.
+    assert result["server_errors"] == 0
