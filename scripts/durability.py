@@ -61,8 +61,9 @@ async def _chaos(server: Server, kills: int, every: float, restart_db, log: list
         # The database alone goes away and comes back; the server keeps running on connections
         # that are all dead now.
         await asyncio.sleep(every)
+        began = time.monotonic()  # the outage starts here: the restart stops the server first
         await loop.run_in_executor(None, restart_postgres, restart_db)
-        log.append({"at": time.monotonic(), "event": "postgresql restarted"})
+        log.append({"at": time.monotonic(), "began": began, "event": "postgresql restarted"})
         return
     for number in range(kills):
         await asyncio.sleep(every)
@@ -88,7 +89,7 @@ async def _run(server, entry, participants, concurrency, recorder, kills, every,
     # anything (a server that retries a dropped database connection itself leaves the clients
     # nothing to retry, so their retry count cannot say it).
     for event in log:
-        event["during_study"] = event["at"] < finished_at
+        event["during_study"] = event.get("began", event["at"]) < finished_at
     return seconds, log
 
 
