@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from study_app.extensions import db
-from study_app.models import Trial, as_utc
+from study_app.models import MediaEvidence, Trial, as_utc, utcnow
 from study_app.trial_types import get_trial_type
 
 FORM_ACTION = re.compile(
@@ -111,3 +111,32 @@ def valid_answer(app, page) -> dict:
         "fit_rating": {"fit": "4"},
         "fit_preference": {"answer": "A", "strength": "2"},
     }[kind]
+
+
+def evidence_of(app, trial_token: str) -> dict[str, tuple[list[list[int]], int, int]]:
+    """Per slot of the trial: (ranges sent, total bytes, requests answered)."""
+    with app.app_context():
+        return {
+            slot: (ranges, total, requests)
+            for slot, ranges, total, requests in db.session.execute(
+                select(
+                    MediaEvidence.slot,
+                    MediaEvidence.ranges,
+                    MediaEvidence.total_bytes,
+                    MediaEvidence.requests,
+                )
+                .join(Trial, Trial.id == MediaEvidence.trial_id)
+                .where(Trial.token == trial_token)
+            )
+        }
+
+
+def shift_presented(app, trial_token: str, seconds: float) -> None:
+    """As if the trial page had been shown `seconds` earlier (the participant slept on it)."""
+    with app.app_context():
+        db.session.execute(
+            update(Trial)
+            .where(Trial.token == trial_token)
+            .values(presented_at=utcnow() - timedelta(seconds=seconds))
+        )
+        db.session.commit()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from flow import read_page, start, valid_answer
+from flow import evidence_of, read_page, shift_presented, start, valid_answer
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.serving import make_server
@@ -60,35 +60,6 @@ def to_first(app, client, step: str, kind: str):
 
 def media_of(page) -> dict[str, str]:
     return {url.rsplit("/", 1)[1]: url for url in page.media}
-
-
-def evidence_of(app, trial_token: str) -> dict[str, tuple[list[list[int]], int, int]]:
-    """Per slot of the trial: (ranges sent, total bytes, requests answered)."""
-    with app.app_context():
-        return {
-            slot: (ranges, total, requests)
-            for slot, ranges, total, requests in db.session.execute(
-                select(
-                    MediaEvidence.slot,
-                    MediaEvidence.ranges,
-                    MediaEvidence.total_bytes,
-                    MediaEvidence.requests,
-                )
-                .join(Trial, Trial.id == MediaEvidence.trial_id)
-                .where(Trial.token == trial_token)
-            )
-        }
-
-
-def shift_presented(app, trial_token: str, seconds: float) -> None:
-    """As if the trial page had been shown `seconds` earlier (the participant slept on it)."""
-    with app.app_context():
-        db.session.execute(
-            update(Trial)
-            .where(Trial.token == trial_token)
-            .values(presented_at=utcnow() - timedelta(seconds=seconds))
-        )
-        db.session.commit()
 
 
 def export_rows(app, trial_type: str) -> list[dict[str, str]]:

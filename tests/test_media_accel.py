@@ -20,19 +20,18 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from flow import read_page, start, valid_answer
-from sqlalchemy import select, update
+from flow import evidence_of, read_page, shift_presented, start, valid_answer
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from study_app import media_accel
 from study_app.audio import dither_seed, dithered_rendition
 from study_app.export import responses_csv
 from study_app.extensions import db
-from study_app.models import MediaEvidence, Study, Trial, utcnow
+from study_app.models import Study, Trial
 from study_app.services import MEDIA_MTIME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,33 +73,6 @@ def media_of(page) -> dict[str, str]:
 
 def token_of(page) -> str:
     return page.action.rsplit("/", 1)[1]
-
-
-def evidence_of(app, trial_token: str) -> dict[str, tuple[list[list[int]], int, int]]:
-    with app.app_context():
-        return {
-            slot: (ranges, total, requests)
-            for slot, ranges, total, requests in db.session.execute(
-                select(
-                    MediaEvidence.slot,
-                    MediaEvidence.ranges,
-                    MediaEvidence.total_bytes,
-                    MediaEvidence.requests,
-                )
-                .join(Trial, Trial.id == MediaEvidence.trial_id)
-                .where(Trial.token == trial_token)
-            )
-        }
-
-
-def shift_presented(app, trial_token: str, seconds: float) -> None:
-    with app.app_context():
-        db.session.execute(
-            update(Trial)
-            .where(Trial.token == trial_token)
-            .values(presented_at=utcnow() - timedelta(seconds=seconds))
-        )
-        db.session.commit()
 
 
 def export_row(app, trial_token: str) -> dict[str, str]:
