@@ -65,6 +65,11 @@ class CalibrationDesign:
     abx_sources_heard: int | None = None
     # The same for ratings (the reference is one of the rated conditions, as in the app).
     rating_sources_heard: int | None = None
+    # Listeners who pass every screen but answer ABX trials at random (each answer a fair coin,
+    # on every condition), and listeners who stop halfway (a random half of their ABX answers
+    # kept): the unflagged inattention a real online study has (issue 21: 15 % and 20 %).
+    random_responder_share: float = 0.0
+    dropout_share: float = 0.0
 
 
 def simulate_studies(
@@ -95,13 +100,22 @@ def simulate_studies(
     a, b, u, w = effects(design.participant_sd, design.participant_condition_sd,
                          design.unit_sd, design.clip_sd, len(abx_names))
     logit = np.log(p / (1 - p))[c] + a[k, i] + b[k, i, c] + u[k, s] + w[k, s, c]
-    correct = (rng.random(k.size) < 1 / (1 + np.exp(-logit))).astype(int)
+    draw = rng.random(k.size)
+    # Inattention comes from a generator of its own: with both shares at 0 every study is
+    # exactly what it was without them, and with them the attentive listeners' answers are the
+    # same (common random numbers, so a table with and without inattention compares cleanly).
+    inattention = np.random.default_rng([seed, 21])
+    random_responder = inattention.random((studies, n_p)) < design.random_responder_share
+    stops_halfway = inattention.random((studies, n_p)) < design.dropout_share
+    accuracy = np.where(random_responder[k, i], 0.5, 1 / (1 + np.exp(-logit)))
+    correct = (draw < accuracy).astype(int)
+    keep = ~stops_halfway[k, i] | (inattention.random(k.size) < 0.5)
     abx = pd.DataFrame({"study": k, "participant": i, "source": s,
                         "condition": np.array(abx_names)[c], "correct": correct})
     if design.abx_sources_heard is not None:
         m = design.abx_sources_heard
-        heard = (s - i - c * m) % n_s < m
-        abx = abx[heard].reset_index(drop=True)
+        keep &= (s - i - c * m) % n_s < m
+    abx = abx[keep].reset_index(drop=True)
 
     k, i, s, c = cells(len(rating_names), design.rating_repeats)
     a, b, u, w = effects(design.rating_participant_sd, design.rating_participant_condition_sd,

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -237,15 +238,20 @@ class PendingFits:
         self.cancel()
 
 
-def _level_counts(job: Job) -> dict[str | None, dict[str, int]]:
-    """``{part: {"data_participants": P, "data_units": U}}``; part ``None`` for an unsplit job."""
-    columns = ["participant", "unit"]
-    if job.by is None:
-        parts = {None: job.data[columns].nunique()}
-    else:
-        parts = {str(key): part.nunique() for key, part in job.data.groupby(job.by)[columns]}
-    return {key: {"data_participants": int(counts["participant"]),
-                  "data_units": int(counts["unit"])} for key, counts in parts.items()}
+def _level_counts(job: Job) -> dict[str | None, dict[str, Any]]:
+    """``{part: {"data_participants": P, "data_units": U, "data_units_by_condition": {code:
+    U_c}}}``; part ``None`` for an unsplit job. ``U_c``, the stimulus units a condition was
+    heard on, bounds that condition's degrees of freedom (:func:`analysis.realism.component_df`).
+    """
+    columns = ["participant", "unit", "condition"]
+    parts = ({None: job.data[columns]} if job.by is None else
+             {str(key): part for key, part in job.data.groupby(job.by)[columns]})
+    return {key: {"data_participants": int(part["participant"].nunique()),
+                  "data_units": int(part["unit"].nunique()),
+                  "data_units_by_condition": {str(code): int(n) for code, n in
+                                              part.groupby("condition", observed=True)["unit"]
+                                              .nunique().items()}}
+            for key, part in parts.items()}
 
 
 def start_jobs(jobs: list[Job], cores: int = 1) -> PendingFits:

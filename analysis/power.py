@@ -288,6 +288,81 @@ PLANNING_ACCURACIES = (0.5, 0.6, 0.7)
 PLANNING_SHIFTS = (0.0, 0.5, 1.0)
 
 
+def realism_planning_fits(
+    participants: int,
+    sources: int,
+    sources_heard: int,
+    repeats: int = 1,
+    accuracies: tuple[float, ...] = PLANNING_ACCURACIES,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> tuple[dict[str, float], list[str], list]:
+    """Simulate one planning design and fit every study by lme4 down the report's ladder.
+
+    Returns ``(truth, conditions, fits)``: the true accuracy per condition name, the condition
+    order of the fits and the :class:`analysis.lme4.MixedFit` of every study that could be
+    fitted. The slow half of :func:`glmm_power_table`, kept apart so that the planning table
+    can be recomputed from stored fits when only the verdict rules change
+    (scripts/build_power_table.py keeps them in ``.cache/power``).
+    """
+    from analysis import lme4
+
+    names = {f"acc{round(100 * a):02d}": a for a in accuracies}
+    design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
+                               abx_sources_heard=sources_heard, abx_accuracy=names,
+                               **variability)
+    abx, _ = simulate_studies(design, n_simulations, seed)
+    job, conditions = lme4.abx_job(abx, unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    return names, conditions, fits
+
+
+def glmm_power_rows(
+    truth: dict[str, float],
+    conditions: list[str],
+    fits: list,
+    n_simulations: int,
+    margin: float = 0.1,
+    alpha: float = 0.05,
+    max_conditions: int = 6,
+    lapse_share: float | None = None,
+) -> pd.DataFrame:
+    """The verdict shares of :func:`glmm_power_table` from already fitted studies.
+
+    Per true accuracy: ``distinguishable_k`` and ``equivalent_k`` (the report's verdicts at
+    Bonferroni's ``alpha / k``; "equivalent" is the lapse-robust TOST of
+    :func:`analysis.realism.glmm_verdicts`), ``equivalent_all_listened_1`` (the plain TOST),
+    the coverage of the 95 % interval (``coverage``) and of the interval widened for lapses
+    (``coverage_lapses``), the mean estimate, the Monte Carlo SE of a share and the failed fits.
+    """
+    from analysis import realism
+
+    share = realism.LAPSE_SHARE if lapse_share is None else lapse_share
+    verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha,
+                                                lapse_share=share) for f in fits])
+    rows = []
+    for name, accuracy in truth.items():
+        rows_of = verdicts[verdicts["condition"] == name]
+        row = {"accuracy": accuracy}
+        for k in range(1, max_conditions + 1):
+            row[f"distinguishable_{k}"] = float((rows_of["pval"] < alpha / k).mean())
+            row[f"equivalent_{k}"] = float((rows_of["tost_pval"] < alpha / k).mean())
+        row["equivalent_all_listened_1"] = float((rows_of["tost_pval_all_listened"]
+                                                  < alpha).mean())
+        row["coverage"] = float(((rows_of["ci_low"] <= accuracy)
+                                 & (accuracy <= rows_of["ci_high"])).mean())
+        row["coverage_lapses"] = float(((rows_of["ci_low_lapses"] <= accuracy)
+                                        & (accuracy <= rows_of["ci_high_lapses"])).mean())
+        row["mean_accuracy"] = float(rows_of["accuracy"].mean())
+        row["simulations"] = len(rows_of)
+        row["failed_fits"] = n_simulations - len(fits)
+        row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def glmm_power_table(
     participants: int,
     sources: int,
@@ -307,31 +382,75 @@ def glmm_power_table(
     Simulates the design the study app schedules (each listener hears ``sources_heard`` of
     the ``sources`` per condition, ``repeats`` times, a different share per listener; see
     :attr:`analysis.calibration.CalibrationDesign.abx_sources_heard`), one condition per
-    entry of ``accuracies``, and fits every study by lme4 down the report's ladder. The
+    entry of ``accuracies``, and fits every study by lme4 down the report's ladder
+    (:func:`realism_planning_fits`); the shares come from :func:`glmm_power_rows`. The
     report corrects across its conditions by Holm; a study with ``k`` generated conditions is
     planned with Bonferroni's ``alpha / k``, Holm's first step and so a lower bound on Holm's
     power (columns ``distinguishable_k``, ``equivalent_k`` for k = 1 .. ``max_conditions``).
+    Keyword ``variability`` overrides the design's SDs or adds inattentive listeners
+    (``random_responder_share=0.15, dropout_share=0.2``).
 
     Returns one row per accuracy with the design, those shares, the interval coverage (a
     check of the model on this design), the Monte Carlo SE of a share and the failed fits.
     """
-    names = {f"acc{round(100 * a):02d}": a for a in accuracies}
-    design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
-                               abx_sources_heard=sources_heard, abx_accuracy=names,
-                               **variability)
-    verdicts, n = simulated_realism_verdicts(design, n_simulations, seed, margin, alpha, cores)
+    truth, conditions, fits = realism_planning_fits(
+        participants, sources, sources_heard, repeats, accuracies, n_simulations, seed, cores,
+        **variability)
+    rows = glmm_power_rows(truth, conditions, fits, n_simulations, margin, alpha,
+                           max_conditions)
+    design = {"participants": participants, "sources": sources,
+              "sources_heard": sources_heard, "repeats": repeats}
+    return pd.concat([pd.DataFrame([design] * len(rows)), rows], axis=1)
+
+
+def rating_planning_fits(
+    participants: int,
+    sources: int,
+    sources_heard: int,
+    shifts: tuple[float, ...] = PLANNING_SHIFTS,
+    n_simulations: int = 100,
+    seed: int = 0,
+    cores: int = 2,
+    **variability: float,
+) -> tuple[dict[str, float], list[str], list]:
+    """The rating counterpart of :func:`realism_planning_fits`: ``(truth, conditions, fits)``
+    of one design's simulated studies, each fitted down the report's rating ladder."""
+    from analysis import lme4
+
+    names = {f"shift{round(100 * d):03d}": d for d in shifts}
+    design = CalibrationDesign(participants=participants, sources=sources,
+                               rating_sources_heard=sources_heard, rating_repeats=1,
+                               abx_repeats=1, abx_accuracy={"unused": 0.5},
+                               rating_shift={"reference": 0.0, **names}, **variability)
+    _, ratings = simulate_studies(design, n_simulations, seed)
+    job, conditions = lme4.rating_job(ratings, "valence", unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    return names, conditions, fits
+
+
+def lmm_power_rows(
+    truth: dict[str, float],
+    conditions: list[str],
+    fits: list,
+    n_simulations: int,
+    alpha: float = 0.05,
+    max_conditions: int = 6,
+) -> pd.DataFrame:
+    """The shares of :func:`lmm_power_table` from already fitted studies."""
+    from analysis import agreement
+
+    table = pd.concat([agreement.rating_shifts(f, conditions, "valence", "source")
+                       for f in fits])
     rows = []
-    for name, accuracy in names.items():
-        rows_of = verdicts[verdicts["condition"] == name]
-        row = {"participants": participants, "sources": sources,
-               "sources_heard": sources_heard, "repeats": repeats, "accuracy": accuracy}
+    for name, shift in truth.items():
+        rows_of = table[table["condition"] == name]
+        row = {"shift": shift}
         for k in range(1, max_conditions + 1):
-            row[f"distinguishable_{k}"] = float((rows_of["pval"] < alpha / k).mean())
-            row[f"equivalent_{k}"] = float((rows_of["tost_pval"] < alpha / k).mean())
-        row["coverage"] = float(((rows_of["ci_low"] <= accuracy)
-                                 & (accuracy <= rows_of["ci_high"])).mean())
+            row[f"shifted_{k}"] = float((rows_of["pval"] < alpha / k).mean())
+        row["coverage"] = float(((rows_of["ci_low"] <= shift)
+                                 & (shift <= rows_of["ci_high"])).mean())
         row["simulations"] = len(rows_of)
-        row["failed_fits"] = n_simulations - n
+        row["failed_fits"] = n_simulations - len(fits)
         row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -355,25 +474,14 @@ def lmm_power_table(
     rates ``sources_heard`` of the ``sources`` per condition (the reference is one of the
     conditions, as in the app's emotion-rating block), one condition per entry of ``shifts``
     plus the reference; each study is refitted by lme4 down the report's rating ladder (REML,
-    Satterthwaite t). Columns ``shifted_k``: share of studies whose two-sided test has
-    ``p < alpha / k`` (Bonferroni for k generated conditions, a lower bound on Holm's power).
+    Satterthwaite t; :func:`rating_planning_fits`, :func:`lmm_power_rows`). Columns
+    ``shifted_k``: share of studies whose two-sided test has ``p < alpha / k`` (Bonferroni for
+    k generated conditions, a lower bound on Holm's power).
     """
-    names = {f"shift{round(100 * d):03d}": d for d in shifts}
-    design = CalibrationDesign(participants=participants, sources=sources,
-                               rating_sources_heard=sources_heard, rating_repeats=1,
-                               abx_repeats=1, abx_accuracy={"unused": 0.5},
-                               rating_shift={"reference": 0.0, **names}, **variability)
-    table, n = simulated_rating_shifts(design, n_simulations, seed, cores)
-    rows = []
-    for name, shift in names.items():
-        rows_of = table[table["condition"] == name]
-        row = {"participants": participants, "sources": sources,
-               "sources_heard": sources_heard, "shift": shift}
-        for k in range(1, max_conditions + 1):
-            row[f"shifted_{k}"] = float((rows_of["pval"] < alpha / k).mean())
-        row["coverage"] = float(((rows_of["ci_low"] <= shift)
-                                 & (shift <= rows_of["ci_high"])).mean())
-        row["simulations"] = len(rows_of)
-        row["failed_fits"] = n_simulations - n
-        rows.append(row)
-    return pd.DataFrame(rows)
+    truth, conditions, fits = rating_planning_fits(participants, sources, sources_heard,
+                                                   shifts, n_simulations, seed, cores,
+                                                   **variability)
+    rows = lmm_power_rows(truth, conditions, fits, n_simulations, alpha, max_conditions)
+    design = {"participants": participants, "sources": sources,
+              "sources_heard": sources_heard}
+    return pd.concat([pd.DataFrame([design] * len(rows)), rows], axis=1)

@@ -15,6 +15,10 @@ from statsmodels.stats.proportion import proportion_confint
 import sightsound_stats
 
 CHANCE = 0.5
+# The share of listeners who may pass every screen yet answer at random, that an "equivalent"
+# verdict has to survive (issue 21: 15 % such listeners must not make a condition on the
+# margin look equivalent in more than 5 % of studies). docs/analysis.md, Inattentive listeners.
+LAPSE_SHARE = 0.15
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -190,6 +194,7 @@ def mixed_logistic(
     margin: float = 0.1,
     alpha: float = 0.05,
     confidence: float = 0.95,
+    lapse_share: float = LAPSE_SHARE,
 ) -> pd.DataFrame:
     """Verdicts per condition from the logistic mixed model fitted by lme4 (all participants).
 
@@ -199,12 +204,17 @@ def mixed_logistic(
     answer for a *typical* listener on a typical stimulus (random effects at 0). On it:
 
     * ``ci_low``/``ci_high``: 95% Wald interval on the logit scale, transformed to accuracy,
-      with t quantiles on the approximate degrees of freedom ``df`` of :func:`component_df`
-      in place of z (z undercovered with 8 sources: see docs/analysis.md, Calibration);
+      with t quantiles on the degrees of freedom ``df`` of :func:`component_df` (Welch-
+      Satterthwaite, at most the condition's sources - 1) in place of z (z undercovered with
+      8-16 sources: see docs/analysis.md, Calibration design by design);
     * ``pval``: one-sided Wald t test of accuracy > 0.5 ("distinguishable"); ``pval_z`` is
       the plain Wald z p-value, for comparison;
-    * ``tost_pval``: Wald t TOST of ``0.5 - margin < accuracy < 0.5 + margin``
-      ("indistinguishable within the margin"), bounds transformed to the logit scale;
+    * ``tost_pval``: Wald t TOST that accuracy lies within ``tost_low``..``tost_high``, the
+      margin shrunk by ``lapse_share``: ``0.5 +- margin x (1 - lapse_share)``
+      ("indistinguishable within the margin, even if up to ``lapse_share`` of the listeners
+      answered at random"), bounds transformed to the logit scale; the plain TOST at
+      ``0.5 +- margin`` is ``tost_pval_all_listened`` (verdict ``equivalent_if_all_listened``);
+      ``ci_low_lapses``/``ci_high_lapses`` widen the interval the same way (:func:`undo_lapses`);
     * ``dprime`` with ``dprime_low``/``dprime_high``: the ABX d' of the accuracy and of its
       interval's ends (d' is monotone in accuracy, so the interval carries over);
     * Holm across conditions for both tests (``pval_holm``, ``tost_pval_holm``).
@@ -223,7 +233,8 @@ def mixed_logistic(
     fit = lme4.run_jobs([job])[0][None]
     if fit is None:
         raise RuntimeError("no random-effect structure of the realism GLMM could be fitted")
-    return glmm_verdicts(fit, conditions, unit, margin, alpha, confidence)
+    return glmm_verdicts(fit, conditions, unit, margin, alpha, confidence,
+                         lapse_share=lapse_share)
 
 
 def glmm_verdicts(
@@ -234,6 +245,7 @@ def glmm_verdicts(
     alpha: float = 0.05,
     confidence: float = 0.95,
     chance: float = CHANCE,
+    lapse_share: float = LAPSE_SHARE,
 ) -> pd.DataFrame:
     """Turn a fitted realism GLMM (:class:`analysis.lme4.MixedFit`) into the verdict table.
 
@@ -249,22 +261,35 @@ def glmm_verdicts(
     names = coefs["condition"].tolist()
     df = np.array([component_df(fit, name, conditions, s) for name, s in zip(names, se,
                                                                             strict=True)])
-    # t(df) in place of z: with 8 sources the stimulus variance, estimated from 8 sources,
-    # carries much of a logit's standard error; z intervals then covered the truth in 90-95%
-    # of simulated studies (docs/analysis.md, Calibration).
+    # t(df) in place of z: with 8-16 sources the stimulus variance, estimated from those few
+    # sources, carries much of a logit's standard error; z intervals then covered the truth in
+    # 90-92% of simulated studies (docs/analysis.md, Calibration design by design).
     quantile = stats.t.ppf(1 - (1 - confidence) / 2, df)
-    bounds = _logit(np.array([chance - margin, chance + margin]))
+
+    def tost(half_width: float) -> np.ndarray:
+        low, high = _logit(np.array([chance - half_width, chance + half_width]))
+        return np.maximum(stats.t.sf((logit - low) / se, df), stats.t.cdf((logit - high) / se, df))
+
+    # The equivalence verdict must survive listeners who answer at random: a share s of them
+    # moves an accuracy p to (1 - s) p + s / 2, towards chance, so "within the margin for
+    # the listeners who listened" needs the observed accuracy within (1 - s) x margin.
+    robust_margin = margin * (1 - lapse_share)
+    ci_low, ci_high = _expit(logit - quantile * se), _expit(logit + quantile * se)
     table = pd.DataFrame({
         "condition": names,
         "logit": logit,
         "se": se,
         "df": df,
         "accuracy": _expit(logit),
-        "ci_low": _expit(logit - quantile * se),
-        "ci_high": _expit(logit + quantile * se),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "ci_low_lapses": undo_lapses(ci_low, lapse_share, chance, side="low"),
+        "ci_high_lapses": undo_lapses(ci_high, lapse_share, chance, side="high"),
         "pval": stats.t.sf(logit / se, df),
-        "tost_pval": np.maximum(stats.t.sf((logit - bounds[0]) / se, df),
-                                stats.t.cdf((logit - bounds[1]) / se, df)),
+        "tost_low": chance - robust_margin,
+        "tost_high": chance + robust_margin,
+        "tost_pval": tost(robust_margin),
+        "tost_pval_all_listened": tost(margin),
         "pval_z": wald_pval_greater(logit, se),
     })
     table["dprime"] = dprime_abx(table["accuracy"].to_numpy())
@@ -274,10 +299,17 @@ def glmm_verdicts(
         _marginal_accuracy(value, _random_variance(fit, name, conditions))
         for value, name in zip(logit, table["condition"], strict=True)
     ]
-    table["pval_holm"] = multipletests(table["pval"], alpha=alpha, method="holm")[1]
-    table["tost_pval_holm"] = multipletests(table["tost_pval"], alpha=alpha, method="holm")[1]
+    # sightsound_stats' Holm (equal to statsmodels' multipletests, tested), which unlike
+    # multipletests does not run the garbage collector on every call: the planning tables
+    # apply these rules to thousands of stored fits.
+    holm = sightsound_stats.holm_adjust
+    table["pval_holm"] = holm(table["pval"].tolist())
+    table["tost_pval_holm"] = holm(table["tost_pval"].tolist())
     table["distinguishable"] = table["pval_holm"] < alpha
     table["equivalent"] = table["tost_pval_holm"] < alpha
+    table["equivalent_if_all_listened"] = np.array(
+        holm(table["tost_pval_all_listened"].tolist())) < alpha
+    table["lapse_share"] = lapse_share
     # From the data when the chosen structure has no term for them (still analysed).
     table["participants"] = fit.groups.get("participant",
                                            fit.extra.get("data_participants", np.nan))
@@ -291,22 +323,31 @@ def glmm_verdicts(
 
 
 def component_df(fit, condition: str, conditions: list[str], se: float) -> float:
-    """Approximate degrees of freedom of a GLMM condition logit (Welch-Satterthwaite).
+    """Degrees of freedom of a GLMM condition logit: Welch-Satterthwaite, at most sources - 1.
 
     The squared standard error is split into the listener part ``v_p = (listener variances
     on this condition) / P``, the stimulus part ``v_u = (unit + clip variances) / U`` and the
     rest (binomial noise, treated as known); then ``df = se^4 / (v_p^2 / (P - 1) + v_u^2 /
     (U - 1))``, the Welch-Satterthwaite formula with each variance estimated on its number of
-    levels minus one. Exact for balanced normal designs, an approximation here: lme4 gives no
-    df for GLMMs, and Wald z ignores that a stimulus variance from 8 sources is uncertain.
-    References: Satterthwaite (1946), Biometrics Bull 2:110; Welch (1947), Biometrika 34:28.
+    levels minus one. That df is then capped at ``U_c - 1``, ``U_c`` the stimulus units the
+    condition was heard on: a condition's accuracy generalises over its stimuli, and a mean
+    over ``U_c`` of them has at most ``U_c - 1`` df (the between-cluster df of Li & Redden's
+    between-within method, or SAS's containment df). The cap is needed because the fitted
+    stimulus variance is the least reliable part: from 8-16 sources ML underestimates it or
+    sets it to zero (a singular fit the ladder then drops), and Welch's df, fed with that
+    estimate, grows as the estimate shrinks. In simulations of the planning designs (200
+    studies each) Welch alone called a condition at chance "distinguishable" in 7-9 % of
+    studies with 8-16 sources and 80-160 listeners (intervals covering in 90-92 %); with the
+    cap 4.5-7 % (92-100 %); docs/analysis.md, Calibration design by design.
+    References: Satterthwaite (1946), Biometrics Bull 2:110; Welch (1947), Biometrika 34:28;
+    Li & Redden (2015), BMC Med Res Methodol 15:38.
 
     >>> from types import SimpleNamespace
-    >>> fit = SimpleNamespace(groups={"participant": 60, "unit": 8}, variance=pd.DataFrame(
-    ...     {"grp": ["participant", "unit"], "var1": ["(Intercept)"] * 2, "var2": [None] * 2,
-    ...      "vcov": [0.25, 0.09]}))
-    >>> round(component_df(fit, "sys", ["sys"], se=0.13), 1)
-    15.5
+    >>> fit = SimpleNamespace(groups={"participant": 60, "unit": 8}, extra={},
+    ...     variance=pd.DataFrame({"grp": ["participant", "unit"], "var1": ["(Intercept)"] * 2,
+    ...                            "var2": [None] * 2, "vcov": [0.25, 0.09]}))
+    >>> round(component_df(fit, "sys", ["sys"], se=0.13), 1)  # Welch 15.5, capped at 8 - 1
+    7.0
     """
     code = f"condition{_code(condition, conditions)}"
     people = fit.groups.get("participant", 0)
@@ -321,7 +362,35 @@ def component_df(fit, condition: str, conditions: list[str], se: float) -> float
             v_units += float(row.vcov) / units
     denominator = (v_people**2 / (people - 1) if people > 1 else 0.0) + (
         v_units**2 / (units - 1) if units > 1 else 0.0)
-    return float(se**4 / denominator) if denominator > 0 else float("inf")
+    welch = float(se**4 / denominator) if denominator > 0 else float("inf")
+    heard_on = (fit.extra.get("data_units_by_condition") or {}).get(
+        _code(condition, conditions), fit.extra.get("data_units") or units)
+    return min(welch, float(heard_on - 1)) if heard_on and heard_on > 1 else welch
+
+
+def undo_lapses(
+    accuracy: float | np.ndarray, share: float, chance: float = CHANCE, side: str = "high"
+) -> np.ndarray:
+    """The end of an accuracy interval widened for up to ``share`` random responders.
+
+    With a share ``s`` of listeners answering at random, the observed accuracy is
+    ``(1 - s) p + s chance``; so the listeners who listened have ``p = chance + (observed -
+    chance) / (1 - s)``, further from chance. Over every ``s`` from 0 to ``share`` an interval's
+    upper end moves up only when above chance (``side="high"``) and its lower end down only
+    when below (``side="low"``): the union of the intervals, clipped to [0, 1]. This is the
+    lapse (guessing) correction of psychophysics (Wichmann & Hill 2001, Percept Psychophys
+    63:1293, whose lapse rate moves the asymptote the same way) applied to whole listeners.
+
+    >>> [round(float(x), 4) for x in undo_lapses(np.array([0.45, 0.59]), 0.15, side="high")]
+    [0.45, 0.6059]
+    >>> round(float(undo_lapses(0.45, 0.15, side="low")), 4)
+    0.4412
+    """
+    value = np.asarray(accuracy, dtype=float)
+    widened = chance + (value - chance) / (1 - share)
+    moved = np.where(widened > value, widened, value) if side == "high" else np.where(
+        widened < value, widened, value)
+    return np.clip(moved, 0.0, 1.0)
 
 
 def _code(condition: str, conditions: list[str]) -> str:

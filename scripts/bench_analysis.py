@@ -21,13 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.load import (  # noqa: E402
-    Export,
-    abx_trials,
-    apply_exclusions,
-    rating_trials,
-    read_export,
-)
+from analysis.load import Export, apply_exclusions, read_export  # noqa: E402
 from analysis.report import ReportConfig, start_mixed_models, write_report  # noqa: E402
 from analysis.simulate import simulate_export  # noqa: E402
 
@@ -41,9 +35,8 @@ def profile_models(export: Export, config: ReportConfig) -> None:
     subprocess.run(["Rscript", "-e", R_LIBRARIES], check=True)
     startup = time.perf_counter() - started
     kept = apply_exclusions(export.responses, config.exclusions).kept
-    abx, ratings = abx_trials(kept), rating_trials(kept)
     started = time.perf_counter()
-    with start_mixed_models(abx, ratings, config) as pending:
+    with start_mixed_models(kept, config) as pending:
         launched = time.perf_counter() - started
         pending.tables()
     wall = time.perf_counter() - started

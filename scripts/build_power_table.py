@@ -7,22 +7,29 @@ For every design of the grid (participants x sources x sources heard per conditi
 ``--simulations`` studies from the mixed model the report fits and refits each with lme4, as
 R's simr does: ``realism`` (:func:`analysis.power.glmm_power_table`) stores the share of
 studies called distinguishable and called equivalent per true ABX accuracy in
-``study_app/power_realism.json``; ``ratings`` (:func:`analysis.power.lmm_power_table`) the
-share whose valence shift against the reference is significant per true shift in
-``study_app/power_ratings.json``. The study app only reads those files (it never imports
-``analysis``).
+``sightsound_stats/power_realism.json``; ``ratings`` (:func:`analysis.power.lmm_power_table`)
+the share whose valence shift against the reference is significant per true shift in
+``sightsound_stats/power_ratings.json``. The study app's designer and the report read those
+files through :mod:`sightsound_stats.planning` (neither imports the other).
 
 Resumable: designs already in the file (with the same assumptions) are kept, the cheapest
 missing ones run first, and the file is rewritten after each design, so a run cut short by
 ``--budget-minutes`` leaves a smaller, still valid table. Every design uses its own seed
 (derived from its numbers), so a row can be recomputed on its own and must come out the same
 (tests/analysis/test_analysis_power.py does that for one row of each table).
+
+The lme4 fits of every design are kept in ``.cache/power/<kind>/`` (not in git): when only the
+verdict rules change (the inference, the lapse share), ``--refresh`` recomputes every stored
+row from them in seconds instead of refitting for hours. ``--inattentive`` simulates the same
+designs with 15 % unflagged random responders and 20 % of listeners stopping halfway into
+``sightsound_stats/power_realism_inattentive.json`` (the docs' table; nothing reads it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from dataclasses import asdict
@@ -34,12 +41,21 @@ from analysis.calibration import CalibrationDesign  # noqa: E402
 from analysis.power import (  # noqa: E402
     PLANNING_ACCURACIES,
     PLANNING_SHIFTS,
-    glmm_power_table,
-    lmm_power_table,
+    glmm_power_rows,
+    lmm_power_rows,
+    rating_planning_fits,
+    realism_planning_fits,
 )
+from analysis.realism import LAPSE_SHARE  # noqa: E402
+from sightsound_stats import planning  # noqa: E402
 
-APP = Path(__file__).resolve().parents[1] / "study_app"
-TABLES = {"realism": APP / "power_realism.json", "ratings": APP / "power_ratings.json"}
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = planning.TABLES
+INATTENTIVE_TABLE = ROOT / "sightsound_stats" / "power_realism_inattentive.json"
+CACHE = ROOT / ".cache" / "power"
+# The inattention of issue 21: listeners who pass every screen but answer at random, and
+# listeners who stop halfway.
+INATTENTION = {"random_responder_share": 0.15, "dropout_share": 0.2}
 PARTICIPANTS = {"realism": (20, 40, 80, 160), "ratings": (20, 40, 80)}
 # (sources, sources heard per condition per listener): a listener hears at most every source.
 SOURCES_HEARD = {
@@ -65,22 +81,28 @@ def design_seed(participants: int, sources: int, sources_heard: int, repeats: in
     return participants * 1_000_000 + sources * 10_000 + sources_heard * 100 + repeats
 
 
-def assumptions(kind: str, simulations: int) -> dict:
+def assumptions(kind: str, simulations: int, inattentive: bool = False) -> dict:
     """What every row was simulated under; a file with other assumptions is started afresh."""
     defaults = asdict(CalibrationDesign())
     variance = {name.removeprefix("rating_"): defaults[name] for name in VARIANCE_FIELDS[kind]}
     if kind == "realism":
-        return {
+        stated = {
             "model": "correct ~ 0 + condition + crossed random effects (the report's ladder), "
                      "fitted by lme4::glmer",
+            "inference": "Wald t on the logit, df = min(Welch-Satterthwaite, sources - 1); "
+                         f"equivalence robust to {LAPSE_SHARE:.0%} random responders",
             "variance_sd_logit": variance,
             "accuracies": list(PLANNING_ACCURACIES),
             "equivalence_margin": MARGIN,
+            "lapse_share": LAPSE_SHARE,
             "alpha": ALPHA,
             "max_conditions": MAX_CONDITIONS,
             "simulations_per_design": simulations,
             "repeats": 1,
         }
+        if inattentive:
+            stated["inattention"] = INATTENTION
+        return stated
     return {
         "model": "valence ~ condition (reference baseline) + crossed random effects (the "
                  "report's ladder), fitted by lme4::lmer (REML) with lmerTest's "
@@ -93,43 +115,158 @@ def assumptions(kind: str, simulations: int) -> dict:
     }
 
 
-def design_table(kind: str, participants: int, sources: int, heard: int,
-                 simulations: int, cores: int = 2) -> list[dict]:
-    """The rows of one design, simulated with that design's own seed."""
+def design_fits(kind: str, participants: int, sources: int, heard: int, simulations: int,
+                cores: int = 2, inattentive: bool = False, cache: Path | None = CACHE):
+    """``(truth, conditions, fits)`` of one design: from the cache, or simulated with the
+    design's own seed, fitted and then stored in the cache."""
     seed = design_seed(participants, sources, heard, 1)
+    suffix = "_inattentive" if inattentive else ""
+    path = (cache / kind / f"{participants}_{sources}_{heard}_{simulations}{suffix}.pkl"
+            if cache is not None else None)
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())
+    extra = INATTENTION if inattentive else {}
     if kind == "realism":
-        table = glmm_power_table(participants, sources, heard, repeats=1, margin=MARGIN,
-                                 alpha=ALPHA, max_conditions=MAX_CONDITIONS,
-                                 n_simulations=simulations, seed=seed, cores=cores)
+        fitted = realism_planning_fits(participants, sources, heard, repeats=1,
+                                       n_simulations=simulations, seed=seed, cores=cores,
+                                       **extra)
     else:
-        table = lmm_power_table(participants, sources, heard, alpha=ALPHA,
-                                max_conditions=MAX_CONDITIONS, n_simulations=simulations,
-                                seed=seed, cores=cores)
-    return table.to_dict("records")
+        fitted = rating_planning_fits(participants, sources, heard, n_simulations=simulations,
+                                      seed=seed, cores=cores)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(fitted))
+    return fitted
+
+
+def design_table(kind: str, participants: int, sources: int, heard: int,
+                 simulations: int, cores: int = 2, inattentive: bool = False,
+                 cache: Path | None = CACHE) -> list[dict]:
+    """The rows of one design, simulated with that design's own seed (or read from the
+    cache of fits), the verdicts by today's rules."""
+    truth, conditions, fits = design_fits(kind, participants, sources, heard, simulations,
+                                          cores, inattentive, cache)
+    if kind == "realism":
+        rows = glmm_power_rows(truth, conditions, fits, simulations, MARGIN, ALPHA,
+                               MAX_CONDITIONS)
+    else:
+        rows = lmm_power_rows(truth, conditions, fits, simulations, ALPHA, MAX_CONDITIONS)
+    design = {"participants": participants, "sources": sources, "sources_heard": heard}
+    if kind == "realism":
+        design["repeats"] = 1
+    return [{**design, **row} for row in rows.to_dict("records")]
+
+
+def markdown(table: dict, kind: str) -> str:
+    """Per design: its error rates, coverage and whether :mod:`sightsound_stats.planning`
+    calls its verdicts calibrated; then the pooled rates (the docs' tables)."""
+    designs = sorted({(r["participants"], r["sources"], r["sources_heard"])
+                      for r in table["rows"]})
+    if kind == "realism":
+        lines = ["| listeners x sources x heard | studies | false 'distinguishable' at 0.5 | "
+                 "false 'equivalent' at 0.6 (lapse-robust) | same, if all listened | "
+                 "coverage 0.5 / 0.6 / 0.7 | lapse-widened coverage | verdicts |",
+                 "|---|---|---|---|---|---|---|---|"]
+    else:
+        lines = ["| listeners x sources x heard | studies | false shift at 0 | "
+                 "coverage 0 / 0.5 / 1 | verdicts |", "|---|---|---|---|---|"]
+    pooled: dict[str, list[float]] = {}
+    for design in designs:
+        rows = [r for r in table["rows"]
+                if (r["participants"], r["sources"], r["sources_heard"]) == design]
+        if "inattention" in table["assumptions"]:
+            # With random responders in the data, the interval that must cover the attentive
+            # listeners' accuracy is the lapse-widened one.
+            problems = planning.design_problems(
+                [{**r, "coverage": r["coverage_lapses"]} for r in rows], kind)
+        else:
+            problems = planning.design_problems(rows, kind)
+        status = "calibrated" if not problems else "exploratory: " + "; ".join(problems)
+        coverage = " / ".join(f"{100 * r['coverage']:.1f}" for r in rows)
+        name = " x ".join(str(n) for n in design)
+        if kind == "realism":
+            at = {r["accuracy"]: r for r in rows}
+            cells = [at[0.5]["distinguishable_1"], at[0.6]["equivalent_1"],
+                     at[0.6]["equivalent_all_listened_1"]]
+            for key, value in zip(("distinguishable", "equivalent", "equivalent_all"), cells,
+                                  strict=True):
+                pooled.setdefault(key, []).append(value)
+            pooled.setdefault("coverage", []).extend(r["coverage"] for r in rows)
+            lapses = " / ".join(f"{100 * r['coverage_lapses']:.1f}" for r in rows)
+            lines.append(f"| {name} | {rows[0]['simulations']} | "
+                         + " | ".join(f"{100 * c:.1f} %" for c in cells)
+                         + f" | {coverage} | {lapses} | {status} |")
+        else:
+            at = {r["shift"]: r for r in rows}
+            pooled.setdefault("shifted", []).append(at[0.0]["shifted_1"])
+            pooled.setdefault("coverage", []).extend(r["coverage"] for r in rows)
+            lines.append(f"| {name} | {rows[0]['simulations']} | "
+                         f"{100 * at[0.0]['shifted_1']:.1f} % | {coverage} | {status} |")
+    lines.append("")
+    lines.append("Pooled over the designs above: " + ", ".join(
+        f"{key} {100 * sum(values) / len(values):.1f} % (worst "
+        f"{100 * (min(values) if key == 'coverage' else max(values)):.1f} %)"
+        for key, values in pooled.items()))
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(TABLES))
-    parser.add_argument("--simulations", type=int, default=100)
+    parser.add_argument("--simulations", type=int, default=200)
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--table", type=Path, help="default: study_app/power_<kind>.json")
+    parser.add_argument("--table", type=Path, help="default: sightsound_stats/power_<kind>.json")
+    parser.add_argument("--inattentive", action="store_true",
+                        help="realism only: 15 %% random responders, 20 %% dropout")
+    parser.add_argument("--refresh", action="store_true",
+                        help="recompute the stored rows from the cached fits first")
+    parser.add_argument("--designs", help="only these, e.g. 40x8x4,160x32x8")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table's calibration summary for docs/analysis.md and stop")
     args = parser.parse_args()
-    args.table = args.table or TABLES[args.kind]
+    if args.inattentive and args.kind != "realism":
+        parser.error("--inattentive is for the realism table")
+    args.table = args.table or (INATTENTIVE_TABLE if args.inattentive else TABLES[args.kind])
 
-    wanted = assumptions(args.kind, args.simulations)
+    if args.markdown:
+        print(markdown(json.loads(args.table.read_text(encoding="utf-8")), args.kind))
+        return
+    wanted = assumptions(args.kind, args.simulations, args.inattentive)
     rows: list[dict] = []
     if args.table.exists():
         stored = json.loads(args.table.read_text(encoding="utf-8"))
-        if stored.get("assumptions") == wanted:
+        if stored.get("assumptions") == wanted or args.refresh:
             rows = stored["rows"]
     grid = [(p, s, m) for p in PARTICIPANTS[args.kind] for s, m in SOURCES_HEARD[args.kind]]
+    if args.designs:
+        chosen = {tuple(int(n) for n in d.split("x")) for d in args.designs.split(",")}
+        grid = [d for d in grid if d in chosen]
+    if args.refresh:
+        # Recomputed from the cache where its fits are; a design without them goes.
+        kept = []
+        for design in sorted({(r["participants"], r["sources"], r["sources_heard"])
+                              for r in rows}):
+            suffix = "_inattentive" if args.inattentive else ""
+            name = f"{design[0]}_{design[1]}_{design[2]}_{args.simulations}{suffix}.pkl"
+            if (CACHE / args.kind / name).exists():
+                kept.extend(design_table(args.kind, *design, args.simulations, args.cores,
+                                         args.inattentive))
+        rows = kept
     # Rows of designs no longer in the grid go: the hint reads whole designs.
-    rows = [r for r in rows if (r["participants"], r["sources"], r["sources_heard"]) in grid]
+    full_grid = [(p, s, m) for p in PARTICIPANTS[args.kind] for s, m in SOURCES_HEARD[args.kind]]
+    rows = [r for r in rows if (r["participants"], r["sources"], r["sources_heard"]) in full_grid]
     done = {(r["participants"], r["sources"], r["sources_heard"]) for r in rows}
     todo = [design for design in grid if design not in done]
     todo.sort(key=lambda design: design[0] * design[2])  # answers per condition: the cost
+
+    def write() -> None:
+        rows.sort(key=lambda r: (r["participants"], r["sources"], r["sources_heard"],
+                                 r.get("accuracy", r.get("shift"))))
+        args.table.write_text(json.dumps({"assumptions": wanted, "rows": rows}, indent=1)
+                              + "\n", encoding="utf-8")
+
+    write()
     started = time.perf_counter()
     for participants, sources, heard in todo:
         if time.perf_counter() - started > args.budget_minutes * 60:
@@ -137,11 +274,8 @@ def main() -> None:
             break
         tick = time.perf_counter()
         rows.extend(design_table(args.kind, participants, sources, heard, args.simulations,
-                                 args.cores))
-        rows.sort(key=lambda r: (r["participants"], r["sources"], r["sources_heard"],
-                                 r.get("accuracy", r.get("shift"))))
-        args.table.write_text(json.dumps({"assumptions": wanted, "rows": rows}, indent=1)
-                              + "\n", encoding="utf-8")
+                                 args.cores, args.inattentive))
+        write()
         print(f"{participants:4d} listeners x {sources:2d} sources, {heard:2d} heard: "
               f"{time.perf_counter() - tick:6.1f} s", flush=True)
 

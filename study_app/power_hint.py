@@ -2,11 +2,13 @@
 
 For an ABX block, the realism verdicts (distinguishable, equivalent); for an emotion-rating
 block with the reference among its conditions, the valence shift against the reference. The
-numbers come from ``study_app/power_realism.json`` and ``power_ratings.json``, written by
-``scripts/build_power_table.py``: for each design of a grid (listeners x sources x sources
+numbers come from ``sightsound_stats/power_realism.json`` and ``power_ratings.json``, written
+by ``scripts/build_power_table.py``: for each design of a grid (listeners x sources x sources
 each listener hears per condition) it simulated studies from the mixed model the report fits
 and refitted every one with lme4, as R's simr does. The app only reads the files (it never
-imports ``analysis``); every function here but the loader is pure.
+imports ``analysis``); every function here is pure. Each row also says whether the report's
+verdicts are calibrated for the block at that many listeners or only exploratory
+(:func:`sightsound_stats.planning.calibration`, the rule the report applies too).
 
 A design between grid points is read at the grid point below it on every axis (fewer sources,
 fewer sources heard): power grows with each, so the hint is a lower bound, and it says so. The
@@ -16,17 +18,15 @@ report corrects across a block's conditions by Holm; the table plans with Bonfer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
+
+from sightsound_stats import planning
 
 from .catalog import REFERENCE, Catalog
 
-POWER_TABLES = {"realism": Path(__file__).with_name("power_realism.json"),
-                "ratings": Path(__file__).with_name("power_ratings.json")}
+POWER_TABLES = planning.TABLES
 TARGET_POWER = 0.8
 # The questions each hint answers, as (table column, true value, label, is power): the true
 # value is an ABX accuracy (realism) or a valence shift in scale points (ratings). The rows
@@ -99,10 +99,9 @@ def block_design(block: dict[str, Any], catalog: Catalog) -> BlockDesign | None:
     )
 
 
-@cache
 def load_power_table(kind: str) -> dict[str, Any]:
     """The simulated table of ``kind`` (cached: each is read once per process)."""
-    return json.loads(POWER_TABLES[kind].read_text(encoding="utf-8"))
+    return planning.load_table(kind)
 
 
 def power_hint(
@@ -168,11 +167,20 @@ def power_hint(
     cell = {(r["participants"], r[truth]): r for r in rows
             if (r["sources"], r["sources_heard"]) == simulated}
     for participants in sorted({p for p, _ in cell}):
-        entry = {"participants": participants}
+        # Calibration is read at the block's own design (its grid cell), not the one below.
+        verdicts = planning.calibration(table, design.kind, participants, design.sources,
+                                        design.sources_heard)
+        entry = {"participants": participants, "calibrated": verdicts["calibrated"],
+                 "calibration": verdicts["reason"]}
         for index, (column, value, _, _) in enumerate(questions):
             row = cell.get((participants, value))
             entry[f"q{index}"] = None if row is None else row[f"{column}_{k}"]
         hint["rows"].append(entry)
+    exploratory = [e for e in hint["rows"] if not e["calibrated"]]
+    if exploratory:
+        notes.append("Exploratory at " + ", ".join(str(e["participants"]) for e in exploratory)
+                     + " listeners: the report will label this block's verdicts exploratory, "
+                     "not state them at 5 % (" + exploratory[0]["calibration"] + ").")
     for index, (_, _, _, is_power) in enumerate(questions):
         if not is_power:
             continue

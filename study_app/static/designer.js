@@ -78,11 +78,14 @@
           d.sources_heard + " of them per condition." })];
       if (hint.rows.length) {
         const head = el("tr", {}, [el("th", { scope: "col", text: "Listeners" })].concat(
-          hint.questions.map(function (q) { return el("th", { scope: "col", text: q }); })));
+          hint.questions.map(function (q) { return el("th", { scope: "col", text: q }); }),
+          [el("th", { scope: "col", text: "Report's verdicts" })]));
         const body = hint.rows.map(function (row) {
           const mark = hint.cap && row.participants <= hint.cap ? " (within your cap)" : "";
           return el("tr", {}, [el("th", { scope: "row", text: row.participants + mark })].concat(
-            hint.questions.map(function (_, i) { return el("td", { text: percent(row["q" + i]) }); })));
+            hint.questions.map(function (_, i) { return el("td", { text: percent(row["q" + i]) }); }),
+            [el("td", { class: row.calibrated ? "calibrated" : "exploratory",
+              title: row.calibration, text: row.calibrated ? "calibrated" : "exploratory" })]));
         });
         parts.push(el("div", { class: "table-scroll", tabindex: "0", role: "region",
           "aria-label": "power of block " + hint.block }, [el("table", { class: "power-table" },

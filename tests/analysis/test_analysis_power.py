@@ -73,7 +73,7 @@ def test_rating_power_of_the_mixed_model_counts_the_clip_variance():
 
 @pytest.mark.parametrize("kind", ["realism", "ratings"])
 def test_shipped_power_table_rows_come_from_the_simulation(kind):
-    """A row of study_app/power_<kind>.json (the designer's power hint), redone from its seed
+    """A row of sightsound_stats/power_<kind>.json (the designer's power hint), redone from its seed
     by the function and settings scripts/build_power_table.py used, comes out identical: the
     table is the simulation's output, not numbers typed in."""
     import importlib.util
@@ -91,4 +91,5 @@ def test_shipped_power_table_rows_come_from_the_simulation(kind):
     design = (20, 8, 2)  # the cheapest design (10-20 s)
     stored = [r for r in table["rows"]
               if (r["participants"], r["sources"], r["sources_heard"]) == design]
-    assert stored and build.design_table(kind, *design, simulations) == stored
+    # cache=None: refitted here, not read from a cache of fits this machine may hold.
+    assert stored and build.design_table(kind, *design, simulations, cache=None) == stored
