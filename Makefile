@@ -44,13 +44,17 @@ SERVE_ARGS ?=
 serve: env nginx
 	$(PY) scripts/serve.py --servers $(SERVERS) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
-## test: the whole suite (SQLite and PostgreSQL, browser tests included).
+## test: the whole suite (SQLite and PostgreSQL, browser tests, R's mixed models, the docstrings'
+## examples) in TEST_WORKERS processes (pytest-xdist). One worker is mostly waiting: the browser
+## tests play clips in real time and the longest model test runs in R, so 3 suit 2 cores.
+## A plain `pytest` runs the same tests in one process.
+TEST_WORKERS ?= 3
 test: env-all system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-## test-fast: everything but the slow browser and model tests.
-test-fast: env-all r-lme4
-	$(PY) -m pytest -m "not slow" -q
+## test-fast: no browser, no R, no slow load or model tests: needs neither Chromium nor R.
+test-fast: env-all
+	$(PY) -m pytest -m "not slow and not browser and not r" -n $(TEST_WORKERS) --dist worksteal -q
 
 system-deps: browser nginx r-lme4 fluidsynth
 
@@ -62,7 +66,7 @@ browser:
 	@test -x /usr/bin/chromium || { echo "installing chromium (Debian)"; \
 	  $(APT_INSTALL) chromium >/dev/null; }
 
-## nginx: Debian's nginx, for `make serve` and the two-server test (tests/test_nginx_shape.py).
+## nginx: Debian's nginx, for `make serve` and the two-server test (tests/app/test_nginx_shape.py).
 nginx:
 	@test -x /usr/sbin/nginx || { echo "installing nginx (Debian)"; \
 	  $(APT_INSTALL) --no-install-recommends nginx >/dev/null; }

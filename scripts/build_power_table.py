@@ -163,13 +163,14 @@ def markdown(table: dict, kind: str) -> str:
     designs = sorted({(r["participants"], r["sources"], r["sources_heard"])
                       for r in table["rows"]})
     if kind == "realism":
-        lines = ["| listeners x sources x heard | studies | false 'distinguishable' at 0.5 | "
+        lines = ["| listeners x sources x heard | studies | detect 0.6 / 0.7 | 'equivalent' at "
+                 "0.5 | false 'distinguishable' at 0.5 | "
                  "false 'equivalent' at 0.6 (lapse-robust) | same, if all listened | "
                  "coverage 0.5 / 0.6 / 0.7 | lapse-widened coverage | verdicts |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "|---|---|---|---|---|---|---|---|---|---|"]
     else:
-        lines = ["| listeners x sources x heard | studies | false shift at 0 | "
-                 "coverage 0 / 0.5 / 1 | verdicts |", "|---|---|---|---|---|"]
+        lines = ["| listeners x sources x heard | studies | detect 0.5 / 1.0 | false shift at 0 | "
+                 "coverage 0 / 0.5 / 1 | verdicts |", "|---|---|---|---|---|---|"]
     pooled: dict[str, list[float]] = {}
     for design in designs:
         rows = [r for r in table["rows"]
@@ -193,14 +194,18 @@ def markdown(table: dict, kind: str) -> str:
                 pooled.setdefault(key, []).append(value)
             pooled.setdefault("coverage", []).extend(r["coverage"] for r in rows)
             lapses = " / ".join(f"{100 * r['coverage_lapses']:.1f}" for r in rows)
-            lines.append(f"| {name} | {rows[0]['simulations']} | "
+            power = (f"{100 * at[0.6]['distinguishable_1']:.0f} / "
+                     f"{100 * at[0.7]['distinguishable_1']:.0f} % | "
+                     f"{100 * at[0.5]['equivalent_1']:.0f} %")
+            lines.append(f"| {name} | {rows[0]['simulations']} | {power} | "
                          + " | ".join(f"{100 * c:.1f} %" for c in cells)
                          + f" | {coverage} | {lapses} | {status} |")
         else:
             at = {r["shift"]: r for r in rows}
             pooled.setdefault("shifted", []).append(at[0.0]["shifted_1"])
             pooled.setdefault("coverage", []).extend(r["coverage"] for r in rows)
-            lines.append(f"| {name} | {rows[0]['simulations']} | "
+            power = (f"{100 * at[0.5]['shifted_1']:.0f} / {100 * at[1.0]['shifted_1']:.0f} %")
+            lines.append(f"| {name} | {rows[0]['simulations']} | {power} | "
                          f"{100 * at[0.0]['shifted_1']:.1f} % | {coverage} | {status} |")
     lines.append("")
     lines.append("Pooled over the designs above: " + ", ".join(

@@ -12,7 +12,8 @@ connections all break at once and must be replaced without losing anything). Tha
 connection to that cluster, so use a scratch cluster (`pg_createcluster 15 scratch --port 5499
 --start`, trust auth, dropped afterwards with `pg_dropcluster --stop 15 scratch`) or `main` only
 where nothing else needs it at that moment.
-tests/test_durability.py runs both on a small scale (the restart on a scratch cluster it creates).
+tests/app/test_durability.py runs both on a small scale (the restart on a scratch cluster it
+creates).
 """
 
 from __future__ import annotations

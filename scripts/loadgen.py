@@ -22,7 +22,7 @@ SERVERS app servers of `--workers` each, media through nginx by X-Accel-Redirect
 Everything is bounded: the number of participants and requests, a per-request timeout and a
 wall-clock limit for the whole run. Traffic goes to 127.0.0.1 only.
 
-`scripts/durability.py` and `tests/test_durability.py` reuse the pieces (Server, Recorder,
+`scripts/durability.py` and `tests/app/test_durability.py` reuse the pieces (Server, Recorder,
 play_participant, set_up_study, verify).
 """
 

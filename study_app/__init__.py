@@ -27,6 +27,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=database_url(os.environ.get("DATABASE_URL"), instance),
         MEDIA_DIR=str(instance / "media"),
         MAX_CONTENT_LENGTH=64 * 1024,  # answers are small; a large body is an attack
+        # werkzeug's method for researchers' passwords (and the unknown-email dummy hash).
+        PASSWORD_HASH_METHOD="scrypt",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # a participant may take an hour over a page

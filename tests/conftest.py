@@ -1,11 +1,17 @@
-"""Shared fixtures. Database tests run twice: on SQLite and on the local PostgreSQL.
+"""Fixtures every room shares. Database tests run twice: on SQLite and on the local PostgreSQL,
+unless their module (or the test) is marked `sqlite_only`.
 
 PostgreSQL tests get a schema of their own (dropped afterwards), so they never see each other's
 rows. In CI (CI=true) an unreachable PostgreSQL fails the run instead of skipping.
+
+The rooms: app/ (the Flask app, its CLI, database and servers), browser/ (headless Chromium),
+analysis/ and synthesis/, each with a conftest.py of its own; the helpers every room may import
+(flow.py, browser.py, researcher.py, ...) sit here, on pytest's `pythonpath`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -18,6 +24,10 @@ POSTGRES_URL = os.environ.get(
     "SIGHTSOUND_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 DEMO_DESIGN = REPO_ROOT / "stimuli" / "demo_study.yaml"
+# Researchers' passwords in tests: PBKDF2 with few rounds instead of the app's scrypt (0.4 s a
+# login, hundreds of logins a run). Known and unknown emails still check the same method
+# (test_login_throttle); tests/app/test_login_throttle.py checks the app's default is scrypt.
+TEST_PASSWORD_HASH = "pbkdf2:sha256:1000"
 
 
 def _postgres_available() -> str | None:
@@ -42,10 +52,19 @@ def postgres_ready() -> None:
         pytest.skip(f"PostgreSQL not reachable: {problem}")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc):
+    """A test using `database` runs once per database: SQLite and PostgreSQL, or SQLite alone
+    where it is marked `sqlite_only` (it keeps its plain test id then)."""
+    if "database" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    ):
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
 def database(request, tmp_path):
     """(SQLALCHEMY_DATABASE_URI, SQLALCHEMY_ENGINE_OPTIONS) for a fresh, empty database."""
-    if request.param == "sqlite":
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.sqlite'}", {"connect_args": {"timeout": 30}}
         return
     request.getfixturevalue("postgres_ready")
@@ -74,6 +93,7 @@ def testing_app(url: str, options: dict, media_dir: Path):
             "MEDIA_DIR": str(media_dir),
             "WTF_CSRF_ENABLED": False,
             "SECRET_KEY": "test-secret",
+            "PASSWORD_HASH_METHOD": TEST_PASSWORD_HASH,
         }
     )
 
@@ -135,6 +155,15 @@ def long_demo_set_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@functools.cache
+def owner_password_hash() -> str:
+    """The hash of "owner-password", made once, with the tests' hash method (logging in
+    checks it in full)."""
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash("owner-password", method=TEST_PASSWORD_HASH)
+
+
 @pytest.fixture
 def make_study(app, demo_set_dir):
     """`make_study(design_file, set_dir=demo set)`: import the stimulus set (once) and create
@@ -155,7 +184,7 @@ def make_study(app, demo_set_dir):
             )
             if owner is None:
                 owner = Researcher(email="owner@example.org")
-                owner.set_password("owner-password")
+                owner.password_hash = owner_password_hash()
                 db.session.add(owner)
                 db.session.commit()
             study = create_study(read_design_file(design_file), owner)

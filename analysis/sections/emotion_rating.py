@@ -15,6 +15,7 @@ from analysis.config import ReportConfig
 from analysis.figures import error_bars
 from analysis.rows import rating_trials
 from analysis.sections import Context, Section, Tables, p_text, register
+from sightsound_stats import planning
 
 
 @register
@@ -93,7 +94,15 @@ class EmotionRating(Section):
             table.insert(table.columns.get_loc("pval") + 1, "pval_holm",
                          multipletests(table["pval"], method="holm")[1])
             shifts.append(table)
-        return {"rating_mixed_model": pd.concat(shifts, ignore_index=True)} if shifts else {}
+        if not shifts:
+            return {}
+        shifts_table = pd.concat(shifts, ignore_index=True)
+        # The ratings planning table was simulated for valence; every dimension is fitted by
+        # the same model and ladder, so the same rule covers them.
+        status = rating_design_calibration(rows, config.unit)
+        shifts_table["exploratory"] = not status["calibrated"]
+        shifts_table["calibration"] = status["reason"]
+        return {"rating_mixed_model": shifts_table}
 
     def tables(self, context: Context) -> Tables:
         ratings = self.rows(context.kept)
@@ -171,6 +180,10 @@ class EmotionRating(Section):
         records = []
         shifts = tables.get("rating_mixed_model")
         for row in shifts.itertuples() if shifts is not None else ():
+            prefix = ""
+            if getattr(row, "exploratory", False):
+                prefix = (f"EXPLORATORY, not at the nominal {config.alpha:.0%} (this design's "
+                          "verdicts are not calibrated; why: Models fitted): ")
             numbers = (f"{row.coef:+.2f} points, 95 % CI {row.ci_low:+.2f} to "
                        f"{row.ci_high:+.2f}")
             if row.pval_holm < config.alpha:
@@ -180,7 +193,8 @@ class EmotionRating(Section):
             else:
                 text = f"no shift in {row.dimension} shown against the reference ({numbers})"
             records.append({"question": f"rating shift ({row.dimension})",
-                            "condition": row.condition, "verdict": f"{row.condition}: {text}."})
+                            "condition": row.condition,
+                            "verdict": f"{row.condition}: {prefix}{text}."})
         agree = tables.get("agreement")
         if agree is not None and "perm_pval_holm" in agree:
             tested = agree.drop_duplicates("condition").dropna(subset=["perm_pval_holm"])
@@ -213,5 +227,19 @@ class EmotionRating(Section):
             "treatment contrasts against the reference; t tests with Satterthwaite df "
             f"(lmerTest). Random-effect structure: {html.escape(row['model'])}. Why: "
             f"{html.escape(row['model_choice'])}."
+            + (f" Calibration: {html.escape(row['calibration'])}." if "calibration" in row
+               else "")
             for _, row in shifts.drop_duplicates("dimension").iterrows()
         ]
+
+
+def rating_design_calibration(rows: pd.DataFrame, unit: str = "source",
+                              table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Whether the rating-shift verdicts of this study's design are calibrated: its raters,
+    stimulus units and units each rated per condition (median), read against the simulated
+    ratings table by :func:`sightsound_stats.planning.calibration` (the designer's rule)."""
+    column = unit if unit in rows else "source"
+    heard = rows.groupby(["participant", "condition"], observed=True)[column].nunique()
+    table = planning.load_table("ratings") if table is None else table
+    return planning.calibration(table, "ratings", int(rows["participant"].nunique()),
+                                int(rows[column].nunique()), float(heard.median()))

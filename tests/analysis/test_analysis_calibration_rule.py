@@ -162,3 +162,20 @@ def test_simulated_inattentive_listeners_guess_or_stop_and_leave_the_others_alon
     a, b = (frame[frame["participant"].isin(untouched)].sort_values(keys, kind="stable")
             ["correct"] for frame in (attentive, careless))
     assert len(a) > 100 and (a.to_numpy() == b.to_numpy()).all()
+
+
+def test_rating_shifts_of_an_uncovered_design_are_labelled_exploratory():
+    from analysis.config import ReportConfig
+    from analysis.sections.emotion_rating import EmotionRating, rating_design_calibration
+
+    rows = pd.DataFrame([{"participant": f"P{p}", "source": f"S{s}", "condition": c}
+                         for p in range(30) for c in ("reference", "gen") for s in range(4)])
+    table = {"rows": [{"participants": 20, "sources": 8, "sources_heard": 2, "shift": 0.0,
+                       "shifted_1": 0.05, "coverage": 0.95, "simulations": 200}]}
+    status = rating_design_calibration(rows, table=table)
+    assert not status["calibrated"] and "fewer sources (4)" in status["reason"]
+    shifts = pd.DataFrame([{"dimension": "valence", "condition": "gen", "coef": 0.1,
+                            "ci_low": -0.2, "ci_high": 0.4, "pval_holm": 0.5,
+                            "exploratory": True, "calibration": status["reason"]}])
+    (verdict,) = EmotionRating().verdicts({"rating_mixed_model": shifts}, ReportConfig())
+    assert verdict["verdict"].startswith("gen: EXPLORATORY, not at the nominal 5%")

@@ -1,4 +1,6 @@
-"""The worked examples in the docstrings are tests too."""
+"""The worked examples in the docstrings are tests too: pytest runs them (`--doctest-modules` on
+analysis/, sightsound_stats/ and study_app/, set in pyproject.toml). Here: the modules whose
+examples the report's users read still have some, and the analysis keeps to its own imports."""
 
 import doctest
 import importlib
@@ -6,14 +8,16 @@ import importlib
 import pytest
 
 MODULES = ["analysis.load", "analysis.realism", "analysis.agreement", "analysis.power",
-           "analysis.objective"]
+           "analysis.objective", "analysis.cues", "analysis.transcription", "analysis.lme4",
+           "analysis.calibration", "analysis.mushra", "analysis.preference", "analysis.mos",
+           "analysis.validation", "analysis.exclusions", "analysis.rows", "analysis.figures",
+           "analysis.sections", "sightsound_stats.planning"]
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0
-    assert result.failed == 0
+def test_docstring_examples_are_there(name):
+    tests = doctest.DocTestFinder().find(importlib.import_module(name))
+    assert sum(len(test.examples) for test in tests) > 0
 
 
 def test_analysis_imports_no_app_or_torch():

@@ -171,15 +171,6 @@ def test_calibration_of_the_verdicts():
     assert np.isfinite(rows["coverage"]).all()
 
 
-@pytest.mark.parametrize("name", ["analysis.lme4", "analysis.calibration", "analysis.realism"])
-def test_docstring_examples_of_the_mixed_model_modules(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_report_opens_with_plain_verdicts_models_and_sample_sizes(simulated_export, tmp_path):
     import re
 

@@ -5,11 +5,9 @@ on its sections, never the reverse."""
 from __future__ import annotations
 
 import ast
-import doctest
 import importlib
 import pathlib
 
-import pytest
 from import_cycles import cycles, import_graph
 
 import export_contract
@@ -67,11 +65,3 @@ def test_the_page_knows_no_trial_type():
                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     for section in all_sections():
         assert not strings & set(section.titles), section.name
-
-
-@pytest.mark.parametrize("name", ["analysis.validation", "analysis.exclusions", "analysis.rows",
-                                  "analysis.figures", "analysis.sections"])
-def test_docstring_examples_of_the_split_modules(name):
-    result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0
-    assert result.failed == 0

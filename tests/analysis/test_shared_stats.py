@@ -3,14 +3,11 @@ and with published values."""
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-import sightsound_stats
 from sightsound_stats import holm_adjust, wilson_interval
 
 
@@ -37,6 +34,3 @@ def test_holm_matches_statsmodels():
         assert holm_adjust(p_values) == pytest.approx(list(expected), abs=1e-15)
     assert holm_adjust([]) == []
 
-
-def test_docstring_examples():
-    assert doctest.testmod(sightsound_stats).failed == 0

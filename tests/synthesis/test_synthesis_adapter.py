@@ -40,6 +40,7 @@ def toy_examples(musicgen: LoadedMusicgen, count: int = 4) -> list[TrainingExamp
     return examples
 
 
+@pytest.mark.slow  # a model run (training, or the pipeline three times)
 def test_training_loss_decreases_and_checkpoints_round_trip(tmp_path):
     model = build_tiny_musicgen("musicgen")
     musicgen = LoadedMusicgen(model, "musicgen", "tiny", ByteTokenizer(), "0" * 64, True)

@@ -71,6 +71,7 @@ def losses_only(records: list[dict]) -> list[dict]:
     return [{key: record[key] for key in ("step", *LOSS_FIELDS)} for record in records]
 
 
+@pytest.mark.slow  # a model run (training, or the pipeline three times)
 def test_training_reduces_reconstruction_loss_and_leaves_the_codec_frozen(tmp_path):
     musicgen = tiny_musicgen()
     examples = prepare_examples(musicgen, toy_segments(musicgen))
@@ -107,6 +108,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # a model run (training, or the pipeline three times)
 def test_same_seed_same_losses_and_resuming_continues_exactly(tmp_path):
     musicgen = tiny_musicgen()
     examples = prepare_examples(musicgen, toy_segments(musicgen))

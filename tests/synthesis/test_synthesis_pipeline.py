@@ -351,6 +351,7 @@ def test_truncated_videos_are_skipped_and_never_copied(tmp_path, video_maker, tr
     load_stimulus_set(tmp_path / "set")
 
 
+@pytest.mark.slow  # a model run (training, or the pipeline three times)
 def test_clip_bytes_do_not_depend_on_batch_size_or_threads(video_folder, tmp_path):
     import torch
 

@@ -1,0 +1,357 @@
+"""Media at static-file cost (issue 24): under MEDIA_ACCEL_REDIRECT the app authorises a media
+request and nginx sends the trial slot's rendition (X-Accel-Redirect), logging what it wrote;
+the app ingests that log into the same per-slot evidence as when it sends the bytes itself.
+
+The end-to-end test starts /usr/sbin/nginx (Debian package `nginx-light`) in front of a real
+Werkzeug server and drives the same fetches through both paths. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flow import evidence_of, read_page, shift_presented, start, valid_answer
+from nginx_front import NGINX, PREFIX, accel, nginx_in_front
+from sqlalchemy import select
+
+from study_app import media_accel
+from study_app.audio import dither_seed, dithered_rendition
+from study_app.export import responses_csv
+from study_app.extensions import db
+from study_app.models import Study, Trial
+from study_app.services import MEDIA_MTIME
+
+# Headers that differ between any two servers and say nothing about a clip.
+SERVER_HEADERS = {"server", "date", "connection", "keep-alive"}
+
+
+def entry(app) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Study.entry_token))
+
+
+def to_first(app, client, step: str, kind: str):
+    """Answer every trial before the first `kind` one (media read whole); its page."""
+    for _ in range(100):
+        page = read_page(client.get(step))
+        if page.trial_type == kind:
+            return page
+        for url in page.media:
+            client.get(url, buffered=True)
+        assert client.post(page.action, data=valid_answer(app, page)).status_code == 303
+    raise AssertionError("study did not end")
+
+
+def media_of(page) -> dict[str, str]:
+    return {url.rsplit("/", 1)[1]: url for url in page.media}
+
+
+def token_of(page) -> str:
+    return page.action.rsplit("/", 1)[1]
+
+
+def export_row(app, trial_token: str) -> dict[str, str]:
+    with app.app_context():
+        trial = db.session.scalar(select(Trial).where(Trial.token == trial_token))
+        public_id, index = trial.participant.public_id, str(trial.trial_index)
+        text = responses_csv(db.session.scalar(select(Study)))
+    (row,) = [
+        r
+        for r in csv.DictReader(io.StringIO(text))
+        if r["participant"] == public_id and r["trial_index"] == index
+    ]
+    return row
+
+
+# Renditions -------------------------------------------------------------------------------------
+
+
+def test_rendition_names_are_opaque_and_keyed():
+    name = media_accel.rendition_name("secret", "T" * 43, "a")
+    assert len(name) == 40 and all(c in "0123456789abcdef" for c in name)
+    others = {
+        media_accel.rendition_name("secret", "T" * 43, "b"),
+        media_accel.rendition_name("secret", "U" * 43, "a"),
+        media_accel.rendition_name("other", "T" * 43, "a"),
+    }
+    assert name not in others and len(others) == 3
+    # never the dither seed (which must stay secret), whatever its length
+    assert not dither_seed("secret", "T" * 43, "a").startswith(name)
+
+
+def test_evidence_keys_are_signed():
+    key = media_accel.evidence_key("secret", 12, "x", 5000)
+    assert media_accel.read_evidence_key("secret", key) == (12, "x", 5000)
+    assert media_accel.read_evidence_key("other", key) is None
+    forged = key.replace(".5000.", ".9000.")
+    assert media_accel.read_evidence_key("secret", forged) is None
+    assert media_accel.read_evidence_key("secret", "12.x.5000") is None
+
+
+def test_the_accel_path_answers_with_the_app_paths_bytes_on_disk(app, client, demo_study, tmp_path):
+    """The same participant's slot through both paths: the rendition on disk holds exactly the
+    bytes the app path sends, under an opaque name, with the fixed mtime; no two slots of the
+    trial are byte-identical; the browser-visible headers carry nothing new."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    urls = media_of(page)
+    served = {slot: client.get(url, buffered=True) for slot, url in urls.items()}
+    accel(app, tmp_path)
+    rendered = {}
+    for slot, url in urls.items():
+        response = client.get(url, buffered=True)
+        assert response.status_code == 200 and response.get_data() == b""
+        name = media_accel.rendition_name("test-secret", token_of(page), slot)
+        assert response.headers["X-Accel-Redirect"] == PREFIX + name
+        assert response.headers["Content-Type"] == served[slot].headers["Content-Type"]
+        assert response.headers["Cache-Control"] == served[slot].headers["Cache-Control"]
+        assert "Content-Disposition" not in response.headers
+        path = tmp_path / "renditions" / name
+        rendered[slot] = path.read_bytes()
+        assert rendered[slot] == served[slot].get_data()
+        assert path.stat().st_mtime == MEDIA_MTIME
+        evidence = response.headers["X-SightSound-Evidence"]
+        key = media_accel.read_evidence_key("test-secret", evidence)
+        assert key is not None and key[1:] == (slot, len(rendered[slot]))
+    assert len(set(rendered.values())) == 3  # a, b, x: no two byte-identical
+    # several ranges at once: 416 on both paths, counted on neither
+    several = {"Range": "bytes=0-1,5-6"}
+    assert client.get(urls["a"], headers=several, buffered=True).status_code == 416
+    accel(app, tmp_path, on=False)
+    assert client.get(urls["a"], headers=several, buffered=True).status_code == 416
+    assert not list((tmp_path / "renditions").glob("*.tmp"))
+    # each accel request counted (the throttle's window), no bytes until nginx's log says so
+    assert {s: (r, n) for s, (r, _, n) in evidence_of(app, token_of(page)).items()} == {
+        s: ([[0, len(rendered[s])]], 2) for s in "abx"
+    }
+
+
+def test_servers_racing_to_render_write_one_whole_file(tmp_path):
+    header = b"RIFF" + (36 + 200_000).to_bytes(4, "little") + b"WAVEfmt " + bytes(20) + b"data"
+    source = tmp_path / "clip.wav"
+    source.write_bytes(header + (200_000).to_bytes(4, "little") + os.urandom(200_000))
+    expected = dithered_rendition(source.read_bytes(), "seed")
+    with ThreadPoolExecutor(8) as pool:
+        sizes = list(
+            pool.map(
+                lambda _: media_accel.ensure_rendition(
+                    tmp_path / "r", "n" * 40, source, "audio/wav", "seed"
+                ),
+                range(16),
+            )
+        )
+    assert set(sizes) == {len(expected)}
+    assert (tmp_path / "r" / ("n" * 40)).read_bytes() == expected
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["n" * 40]
+
+
+# Disk budget ------------------------------------------------------------------------------------
+
+
+def test_media_gc_keeps_the_current_trials_renditions_only(app, client, demo_study, tmp_path):
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    for url in page.media:
+        client.get(url, buffered=True)
+    renditions = tmp_path / "renditions"
+    current = {p.name for p in renditions.iterdir()}
+    assert len(current) == 3
+    (renditions / ("f" * 40)).write_bytes(b"an answered trial's rendition")
+    (renditions / ".stale.tmp").write_bytes(b"a crashed render")
+    os.utime(renditions / ".stale.tmp", (0, 0))  # (ctime cannot be set: young, so kept)
+    result = app.test_cli_runner().invoke(args=["media-gc"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in renditions.iterdir()} == current | {".stale.tmp"}
+    with app.app_context():
+        live = media_accel.live_names("test-secret")
+    assert live >= current
+    later = time.time() + 2 * 3600
+    collected = media_accel.collect(renditions, live, now=later)
+    assert collected.deleted == 1 and not (renditions / ".stale.tmp").exists()
+    # over the byte budget: the oldest go first, until the rest fit
+    sizes = sorted(p.stat().st_size for p in renditions.iterdir())
+    collected = media_accel.collect(renditions, live, max_bytes=sizes[-1])
+    assert collected.kept == 1 and collected.bytes_kept <= sizes[-1]
+    # past the age limit (an abandoned session): gone, and made again on the next request
+    media_accel.collect(renditions, live, max_age_hours=1, now=later)
+    assert not list(renditions.iterdir())
+    client.post(page.action, data=valid_answer(app, page))  # the next trial now
+    page = read_page(client.get(step))
+    for url in page.media:
+        assert client.get(url, buffered=True).status_code == 200
+    with app.app_context():
+        assert media_accel.live_names("test-secret") == {p.name for p in renditions.iterdir()}
+
+
+# The log ---------------------------------------------------------------------------------------
+
+
+def log_line(key: str, status: int, sent: int, content_range: str = "", at: float | None = None):
+    at = time.time() if at is None else at
+    fields = f'{at:.3f} rid{status}{sent} {status} {sent} "OK" "{key}" "{content_range}"'
+    return f"sightsound-media/1 {fields}\n"
+
+
+def test_ingest_merges_once_refuses_forgeries_and_late_bytes(app, client, demo_study, tmp_path):
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    client.get(media_of(page)["a"], buffered=True)
+    ((_, total, _),) = evidence_of(app, token_of(page)).values()
+    with app.app_context():
+        trial_id = db.session.scalar(select(Trial.id).where(Trial.token == token_of(page)))
+    key = media_accel.evidence_key("test-secret", trial_id, "a", total)
+    log = tmp_path / "media.log"
+    log.write_text(
+        log_line(key, 206, 100, f"bytes 0-99/{total}")
+        + log_line(key.replace(key[-4:], "0000"), 200, total)  # forged: refused
+        + log_line(key, 304, 0)  # no content
+        + log_line(key, 206, 50, f"bytes 1000-1049/{total}")
+        + "sightsound-media/1 17"  # nginx still writing this one
+    )
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["ingest-media-log", str(log)])
+    assert result.exit_code == 0, result.output
+    assert "4 lines, 2 merged, 2 refused" in result.output
+    assert evidence_of(app, token_of(page))["a"] == ([[0, 100], [1000, 1050]], total, 1)
+    # again: nothing new read; the offset kept past the unfinished line
+    assert "0 lines" in runner.invoke(args=["ingest-media-log", str(log)]).output
+    # a second copy of the same lines (a rotated log read again) changes nothing
+    again = tmp_path / "again.log"
+    again.write_text(log.read_text().rsplit("\n", 1)[0] + "\n")
+    with app.app_context():
+        assert media_accel.ingest_media_log(again, "test-secret").merged == 2
+    assert evidence_of(app, token_of(page))["a"] == ([[0, 100], [1000, 1050]], total, 1)
+    # bytes whose response ended after the answer do not count
+    client.post(page.action, data=valid_answer(app, page))
+    with log.open("a") as f:
+        f.write("0\n" + log_line(key, 200, total, at=time.time() + 5))
+    with app.app_context():
+        assert media_accel.ingest_media_log(log, "test-secret").merged == 0
+    assert evidence_of(app, token_of(page))["a"][0] == [[0, 100], [1000, 1050]]
+
+
+# Through nginx ---------------------------------------------------------------------------------
+
+
+def fetch(port: int, url: str, headers: dict[str, str] | None = None, read: int | None = None):
+    """A GET on its own connection: (status, headers, body). `read`: read so many bytes of
+    the body and drop the connection (an aborted fetch)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", url, headers=headers or {})
+    response = connection.getresponse()
+    body = response.read(read) if read is not None else response.read()
+    connection.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def same_fetches(port: int, urls: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The fetches both paths get: a whole (after an aborted start), b in Range pieces, x in
+    part; the headers of each first answer."""
+    seen = {}
+    status, _, body = fetch(port, urls["a"], read=4096)  # aborted
+    assert status == 200 and len(body) == 4096
+    status, seen["a"], body = fetch(port, urls["a"])
+    size = len(body)
+    assert status == 200 and size > 100_000
+    for piece in ("bytes=0-1", "bytes=2-99999", "bytes=100000-"):
+        status, headers, _ = fetch(port, urls["b"], {"Range": piece})
+        assert status == 206
+        seen.setdefault("b", headers)
+    for piece in ("bytes=0-1", "bytes=1000-5000"):
+        status, headers, _ = fetch(port, urls["x"], {"Range": piece})
+        assert status == 206
+        seen.setdefault("x", headers)
+    return seen
+
+
+def wait_for_log(log: Path, lines: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("\n") >= lines:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nginx logged {log.read_text() if log.exists() else 'nothing'}")
+
+
+@pytest.mark.skipif(
+    NGINX is None and not os.environ.get("CI"),
+    reason="nginx is not installed (apt-get install nginx-light); CI installs it",
+)
+def test_evidence_through_nginx_equals_the_app_paths(app, client, demo_study, tmp_path):
+    """The same fetches (an aborted start, whole, Range pieces, a part) of an ABX trial by two
+    participants: one served by the app itself, one by nginx from renditions. The evidence rows
+    and the export's evidence columns are identical; the headers a browser sees are the same
+    (bar Server and Date); the internal location and the evidence key stay out of reach."""
+    step_app = start(client, entry(app))
+    page_app = to_first(app, client, step_app, "abx")
+    other = app.test_client()
+    step_nginx = start(other, entry(app))
+    page_nginx = to_first(app, other, step_nginx, "abx")
+    log = tmp_path / "media.log"
+    with nginx_in_front(app, tmp_path) as (port, app_port):
+        seen_app = same_fetches(app_port, media_of(page_app))
+        accel(app, tmp_path)
+        seen_nginx = same_fetches(port, media_of(page_nginx))
+        wait_for_log(log, 7)
+        name = media_accel.rendition_name("test-secret", token_of(page_nginx), "a")
+        status, _, _ = fetch(port, PREFIX + name)
+        assert status == 404  # internal: not for clients
+        # the app still authorises: another participant's trial is refused, as on the app path
+        forged = media_of(page_nginx)["a"].replace(token_of(page_nginx), token_of(page_app))
+        assert fetch(port, forged)[0] == fetch(app_port, forged)[0] == 404
+    for slot in "abx":
+        assert not any(h.startswith("x-sightsound") or h == "etag" for h in seen_nginx[slot])
+        assert "x-accel-redirect" not in seen_nginx[slot]
+        strip = {h: v for h, v in seen_app[slot].items() if h not in SERVER_HEADERS}
+        assert {h: v for h, v in seen_nginx[slot].items() if h not in SERVER_HEADERS} == strip
+    with app.app_context():
+        result = media_accel.ingest_configured()
+    assert result is not None and result.merged == 7  # (+ the refused internal fetch)
+    assert evidence_of(app, token_of(page_nginx)) == evidence_of(app, token_of(page_app))
+    rows = []
+    for page, tester in ((page_app, client), (page_nginx, other)):
+        shift_presented(app, token_of(page), 9.6)
+        assert tester.post(page.action, data=valid_answer(app, page)).status_code == 303
+        rows.append(export_row(app, token_of(page)))
+    columns = ("media_fetched", "flag_unheard", "flag_too_quick")
+    assert [rows[0][c] for c in columns] == [rows[1][c] for c in columns]
+    assert (rows[0]["flag_unheard"], rows[0]["flag_too_quick"]) == ("1", "0")  # x: in part
+    assert rows[0]["media_fetched"].startswith("a:1.00;b:1.00;x:0.0")
+
+
+def test_export_ingests_the_log_first(app, client, demo_study, tmp_path):
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    client.get(media_of(page)["a"], buffered=True)
+    ((_, total, _),) = evidence_of(app, token_of(page)).values()
+    with app.app_context():
+        trial_id = db.session.scalar(select(Trial.id).where(Trial.token == token_of(page)))
+    key = media_accel.evidence_key("test-secret", trial_id, "a", total)
+    (tmp_path / "media.log").write_text(log_line(key, 200, total))
+    with app.app_context():
+        slug = db.session.scalar(select(Study.slug))
+    result = app.test_cli_runner().invoke(args=["export", slug, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert evidence_of(app, token_of(page))["a"] == ([[0, total]], total, 1)
+
+
+def test_the_flood_throttle_counts_accel_requests_at_once(app, client, demo_study, tmp_path):
+    """Under X-Accel the app counts each request as it authorises it (nginx's log brings the
+    bytes later), so a flood is refused as on the app path, before any log is ingested."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    app.config["MEDIA_REQUESTS_PER_MINUTE"] = 5
+    url = media_of(page)["a"]
+    statuses = [client.get(url, buffered=True).status_code for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    assert evidence_of(app, token_of(page))["a"][2] == 5
