@@ -19,6 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 pytestmark = [
     pytest.mark.slow,  # gunicorn start-ups: about 20 s per database for the kills, 10 s for load
+    pytest.mark.serial,  # timing under load: run alone, after the parallel part of `make test`
     pytest.mark.skipif(
         importlib.util.find_spec("gunicorn") is None or importlib.util.find_spec("aiohttp") is None,
         reason="needs gunicorn and aiohttp (dev extra)",
