@@ -24,6 +24,7 @@ import pandas as pd
 from analysis import mos
 from analysis.config import ReportConfig
 from analysis.rows import trials_of_type
+from sightsound_stats import planning
 
 Tables = dict[str, pd.DataFrame]
 
@@ -163,3 +164,17 @@ def mos_tables(responses: pd.DataFrame, trial_type: str, column: str) -> Tables:
     if "clip" in rows:
         tables[f"{trial_type}_clips"] = mos.mos_per_clip(rows, rating=column)
     return tables
+
+
+def design_calibration(rows: pd.DataFrame, kind: str, unit: str = "source",
+                       table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Whether the verdicts of this study's design are calibrated: its listeners, stimulus
+    units and units each listener heard per condition (median), read against the simulated
+    planning table of ``kind`` ("realism" or "ratings") by
+    :func:`sightsound_stats.planning.calibration`, the rule the study designer marks designs
+    by (``table``: the shipped one unless given)."""
+    column = unit if unit in rows else "source"
+    heard = rows.groupby(["participant", "condition"], observed=True)[column].nunique()
+    table = planning.load_table(kind) if table is None else table
+    return planning.calibration(table, kind, int(rows["participant"].nunique()),
+                                int(rows[column].nunique()), float(heard.median()))

@@ -13,8 +13,7 @@ from analysis import realism
 from analysis.config import ReportConfig
 from analysis.figures import error_bars
 from analysis.rows import abx_trials
-from analysis.sections import Context, Section, Tables, p_text, register
-from sightsound_stats import planning
+from analysis.sections import Context, Section, Tables, design_calibration, p_text, register
 
 
 @register
@@ -89,7 +88,7 @@ class Realism(Section):
                 fit, conditions, config.unit, config.equivalence_margin, config.alpha,
                 lapse_share=config.lapse_share,
             )
-            status = design_calibration(rows, config.unit)
+            status = design_calibration(rows, "realism", config.unit)
             table["exploratory"] = not status["calibrated"]
             table["calibration"] = status["reason"]
             table["inference"] = (
@@ -200,16 +199,3 @@ class Realism(Section):
             f"structure: {html.escape(row['model'])}. Why: {html.escape(row['model_choice'])}."
         ]
 
-
-def design_calibration(rows: pd.DataFrame, unit: str = "source",
-                       table: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Whether the realism verdicts of this study's design are calibrated: its listeners,
-    stimulus units and units each listener heard per condition (median), read against the
-    simulated planning table by :func:`sightsound_stats.planning.calibration` (the rule the
-    study designer marks designs by; ``table``: the shipped one unless given)."""
-    column = unit if unit in rows else "source"
-    heard = rows.groupby(["participant", "condition"], observed=True)[column].nunique()
-    table = planning.load_table("realism") if table is None else table
-    return planning.calibration(table, "realism",
-                                int(rows["participant"].nunique()),
-                                int(rows[column].nunique()), float(heard.median()))

@@ -14,8 +14,7 @@ from analysis import agreement
 from analysis.config import ReportConfig
 from analysis.figures import error_bars
 from analysis.rows import rating_trials
-from analysis.sections import Context, Section, Tables, p_text, register
-from sightsound_stats import planning
+from analysis.sections import Context, Section, Tables, design_calibration, p_text, register
 
 
 @register
@@ -99,7 +98,7 @@ class EmotionRating(Section):
         shifts_table = pd.concat(shifts, ignore_index=True)
         # The ratings planning table was simulated for valence; every dimension is fitted by
         # the same model and ladder, so the same rule covers them.
-        status = rating_design_calibration(rows, config.unit)
+        status = design_calibration(rows, "ratings", config.unit)
         shifts_table["exploratory"] = not status["calibrated"]
         shifts_table["calibration"] = status["reason"]
         return {"rating_mixed_model": shifts_table}
@@ -232,14 +231,3 @@ class EmotionRating(Section):
             for _, row in shifts.drop_duplicates("dimension").iterrows()
         ]
 
-
-def rating_design_calibration(rows: pd.DataFrame, unit: str = "source",
-                              table: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Whether the rating-shift verdicts of this study's design are calibrated: its raters,
-    stimulus units and units each rated per condition (median), read against the simulated
-    ratings table by :func:`sightsound_stats.planning.calibration` (the designer's rule)."""
-    column = unit if unit in rows else "source"
-    heard = rows.groupby(["participant", "condition"], observed=True)[column].nunique()
-    table = planning.load_table("ratings") if table is None else table
-    return planning.calibration(table, "ratings", int(rows["participant"].nunique()),
-                                int(rows[column].nunique()), float(heard.median()))

@@ -112,14 +112,14 @@ def test_too_few_studies_or_undercoverage_make_a_design_exploratory():
 
 
 def test_the_report_reads_the_design_off_the_answers():
-    from analysis.sections.abx import design_calibration
+    from analysis.sections import design_calibration
 
     rows = pd.DataFrame([{"participant": f"P{p}", "source": f"S{(p + s) % 12}", "condition": c,
                           "correct": 1} for p in range(36) for c in ("a", "b")
                          for s in range(5)])
     table = {"rows": [row for p in (20, 40, 80) for s in (8, 16) for m in (2, 4, 8)
                       for row in _row(p, s, m)]}
-    status = design_calibration(rows, table=table)
+    status = design_calibration(rows, "realism", table=table)
     # 36 listeners, 12 sources, 5 heard per condition: the cell of 20/40 x 8/16 x 4/8.
     assert sorted(status["designs"]) == [(p, s, m) for p in (20, 40) for s in (8, 16)
                                          for m in (4, 8)]
@@ -166,13 +166,14 @@ def test_simulated_inattentive_listeners_guess_or_stop_and_leave_the_others_alon
 
 def test_rating_shifts_of_an_uncovered_design_are_labelled_exploratory():
     from analysis.config import ReportConfig
-    from analysis.sections.emotion_rating import EmotionRating, rating_design_calibration
+    from analysis.sections import design_calibration
+    from analysis.sections.emotion_rating import EmotionRating
 
     rows = pd.DataFrame([{"participant": f"P{p}", "source": f"S{s}", "condition": c}
                          for p in range(30) for c in ("reference", "gen") for s in range(4)])
     table = {"rows": [{"participants": 20, "sources": 8, "sources_heard": 2, "shift": 0.0,
                        "shifted_1": 0.05, "coverage": 0.95, "simulations": 200}]}
-    status = rating_design_calibration(rows, table=table)
+    status = design_calibration(rows, "ratings", table=table)
     assert not status["calibrated"] and "fewer sources (4)" in status["reason"]
     shifts = pd.DataFrame([{"dimension": "valence", "condition": "gen", "coef": 0.1,
                             "ci_low": -0.2, "ci_high": 0.4, "pval_holm": 0.5,
