@@ -140,6 +140,7 @@ def run_durability(
         disruptions_after_study=sum(1 for e in events if not e["during_study"]),
         client_retries=recorder.retries,
         connection_errors=sum(recorder.errors.values()),
+        errors_by_request=dict(recorder.errors),
         server_errors=sum(n for name, n in recorder.errors.items() if name.endswith(
             tuple(f" {code}" for code in range(500, 600)))),
     )

@@ -5,10 +5,13 @@ a killed backend), so that participants see the page rather than an error.
 sat idle a while; a connection that dies *during* a request (or in the moment between two busy
 requests) fails that request. Here such a request is run again, once, on a fresh connection:
 
-- only requests that may run twice: reads (GET, HEAD) and a participant's answer, which is
+- only requests that may run twice: reads (GET, HEAD); a participant's answer, which is
   idempotent by trial token (the unique key on the trial: if the first try's INSERT was
   committed before the connection dropped, the retry finds the answer stored and stores
-  nothing; `services.record_answer`);
+  nothing; `services.record_answer`); and the enrolment POST (with an external id the retry
+  finds the participant the first try stored; without one, a first try committed just before
+  the drop leaves an enrolment nobody holds, with no answers, like a visitor who left at the
+  welcome page, which the export and the analysis already treat as no data);
 - only for connection failures: psycopg errors with no SQLSTATE (the socket closed, the server
   refused the connection), class 08 (connection exception) or 57P01-57P03 (the server shutting
   down or starting up). A constraint violation, a timeout or a bad query is never retried;
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
 # POSTs that may run twice: the answer (idempotent by trial token, see the module docstring).
-IDEMPOTENT_POST_ENDPOINTS = frozenset({"participant.answer"})
+IDEMPOTENT_POST_ENDPOINTS = frozenset({"participant.answer", "participant.join"})
 SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 WAIT_STEP_SECONDS = 0.2
 
@@ -92,6 +95,10 @@ def install(app: Flask) -> None:
         # the logged-in researcher (flask-login caches them in g) loaded again too.
         db.session.remove()
         g.pop("_login_user", None)
+        # Every pooled connection died with the server, not only this one: start a new pool so
+        # the retry cannot draw another dead one (connections still checked out by other
+        # requests are closed when they are returned, not yanked from under them).
+        db.engine.dispose()
         if not wait_for_database(app, wait_seconds):
             raise exc
 

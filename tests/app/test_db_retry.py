@@ -166,8 +166,22 @@ def test_an_answer_stored_before_the_drop_is_not_stored_again(pg_app, pg_study, 
     assert current(client, step).trial_type == "headphone_check"
 
 
+def test_an_enrolment_whose_connection_drops_is_retried(pg_app, pg_study, killer):
+    """The join POST is retried too (a participant at the welcome page during a restart): the
+    visitor is enrolled, once, and lands on their first trial."""
+    from study_app.models import Participant
+
+    client = pg_app.test_client()
+    kill = killer("INSERT INTO participant")
+    step = start(client, pg_study)
+    assert kill.killed == 1
+    assert current(client, step).trial_type == "consent"
+    with pg_app.app_context():
+        assert db.session.scalar(select(func.count(Participant.id))) == 1
+
+
 def test_a_researcher_post_is_not_retried(pg_app, pg_study, killer):
-    """Only reads and answers may run twice; a login whose connection drops fails."""
+    """Only reads, answers and enrolments may run twice; a login whose connection drops fails."""
     from flask import url_for
 
     from study_app.extensions import login_manager

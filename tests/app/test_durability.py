@@ -161,4 +161,4 @@ def test_database_restart_under_load_loses_nothing(
     assert_nothing_lost(result)
     # The server retries a dropped connection once (study_app/db_retry.py): no participant
     # sees an error page while the database restarts.
-    assert result["server_errors"] == 0
+    assert result["server_errors"] == 0, result["errors_by_request"]
