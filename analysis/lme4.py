@@ -99,8 +99,6 @@ class Job:
     levels: list[str]
     reml: bool = True
     by: str | None = None
-    # Niceness increment of this job's R worker (with cores > 1): lets a long job keep a core.
-    nice: int = 0
 
 
 @dataclass
@@ -126,30 +124,42 @@ class MixedFit:
     optimizer: str = "nloptwrap"
 
 
-@cache
-def check_r() -> str:
-    """Raise :class:`RUnavailableError` unless Rscript with lme4, lmerTest and jsonlite runs.
+MISSING_PACKAGES_STATUS = 3  # fit_mixed.R's exit status when lme4, lmerTest or jsonlite is missing
 
-    Returns the R version string. Cached: checked once per process.
-    """
-    rscript = shutil.which("Rscript")
-    if rscript is None:
+
+def rscript() -> str:
+    """The path of Rscript; :class:`RUnavailableError` naming the Debian packages if none."""
+    found = shutil.which("Rscript")
+    if found is None:
         raise RUnavailableError(
             "the mixed models need R: Rscript was not found on PATH. Install the Debian "
             f"packages: apt-get install {DEBIAN_PACKAGES}"
         )
+    return found
+
+
+def missing_packages_error(missing: str) -> RUnavailableError:
+    return RUnavailableError(
+        f"the mixed models need the R packages lme4, lmerTest and jsonlite; missing: "
+        f"{missing}. Install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
+    )
+
+
+@cache
+def check_r() -> str:
+    """Raise :class:`RUnavailableError` unless Rscript with lme4, lmerTest and jsonlite runs.
+
+    Returns the R version string. Cached: checked once per process. The fits do not need it
+    (fit_mixed.R checks its packages itself); it is for a caller that wants to know up front.
+    """
     probe = (
         "ok <- sapply(c('lme4', 'lmerTest', 'jsonlite'), requireNamespace, quietly = TRUE);"
         "if (!all(ok)) { cat(names(ok)[!ok], sep = ' '); quit(status = 3) };"
         "cat(R.version.string)"
     )
-    done = subprocess.run([rscript, "-e", probe], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([rscript(), "-e", probe], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
-        missing = done.stdout.strip() or done.stderr.strip()
-        raise RUnavailableError(
-            f"the mixed models need the R packages lme4, lmerTest and jsonlite; missing: "
-            f"{missing}. Install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
-        )
+        raise missing_packages_error(done.stdout.strip() or done.stderr.strip())
     return done.stdout.strip()
 
 
@@ -172,6 +182,7 @@ class PendingFits:
     """
 
     def __init__(self, jobs: list[Job], cores: int) -> None:
+        executable = rscript()
         self._scratch = tempfile.TemporaryDirectory(prefix="sightsound-lme4-")
         folder = Path(self._scratch.name)
         spec = {"cores": int(cores), "jobs": []}
@@ -181,7 +192,6 @@ class PendingFits:
             spec["jobs"].append({
                 "id": str(index), "data": str(path), "family": job.family,
                 "response": job.response, "fixed": job.fixed, "reml": job.reml, "by": job.by,
-                "nice": int(job.nice),
                 "levels": list(job.levels),
                 "ladder": [{"name": name, "terms": list(terms)} for name, terms in job.ladder],
             })
@@ -193,7 +203,7 @@ class PendingFits:
         self._stderr = open(folder / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115
         self._started = time.perf_counter()
         self._process = subprocess.Popen(
-            ["Rscript", str(SCRIPT), str(folder / "spec.json"), str(self._out)],
+            [executable, str(SCRIPT), str(folder / "spec.json"), str(self._out)],
             stdout=subprocess.DEVNULL, stderr=self._stderr, text=True, start_new_session=True,
         )
         # Units and participants in each data set (or part): a model without a unit term
@@ -205,6 +215,10 @@ class PendingFits:
         try:
             returncode = self._process.wait(timeout=timeout)
             seconds = time.perf_counter() - self._started
+            if returncode == MISSING_PACKAGES_STATUS:
+                self._stderr.seek(0)
+                lines = self._stderr.read().strip().splitlines()
+                raise missing_packages_error(lines[-1] if lines else "?")
             if returncode != 0 or not self._out.exists():
                 self._stderr.seek(0)
                 raise RuntimeError(
@@ -256,7 +270,6 @@ def _level_counts(job: Job) -> dict[str | None, dict[str, Any]]:
 
 def start_jobs(jobs: list[Job], cores: int = 1) -> PendingFits:
     """Start fitting ``jobs`` in one Rscript run in the background; see :class:`PendingFits`."""
-    check_r()
     return PendingFits(jobs, cores)
 
 
@@ -331,9 +344,21 @@ def optimizer_check(attempt: dict) -> str:
     ...     {"optimizer": "bobyqa", "converged": True, "singular": False,
     ...      "criterion": 56537.932}]})
     'criterion: nloptwrap 56538.320 singular, bobyqa 56537.932; kept the bobyqa fit'
+
+    A structure nested in one whose singular optimum the second optimiser confirmed, reaching
+    that optimum, is not refitted (fit_mixed.R, covered_by):
+
+    >>> optimizer_check({"optimizer": "nloptwrap", "optimizers_tried": [
+    ...     {"optimizer": "nloptwrap", "converged": True, "singular": True,
+    ...      "criterion": 165867.0353, "covered_by": "y ~ a + (1 | b)"}]})
+    'criterion 165867.035: the singular optimum confirmed for y ~ a + (1 | b), not refitted'
     """
+    tried = attempt["optimizers_tried"]
+    if len(tried) == 1 and tried[0].get("covered_by"):
+        return (f"criterion {float(tried[0]['criterion']):.3f}: the singular optimum confirmed "
+                f"for {tried[0]['covered_by']}, not refitted")
     found = []
-    for check in attempt["optimizers_tried"]:
+    for check in tried:
         if not check.get("converged") or check.get("criterion") is None:
             found.append(f"{check['optimizer']} did not converge")
         else:

@@ -101,8 +101,6 @@ class PendingMixedModels:
         self._owners: list[tuple[Section, pd.DataFrame]] = []
         for section, rows, jobs in planned:
             for job, label in jobs:
-                if len(planned) == 1:
-                    job.nice = 0  # a lower priority only leaves a core to another section
                 self.jobs.append(job)
                 self.labels.append(label)
                 self._owners.append((section, rows))

@@ -53,6 +53,10 @@ def profile_models(export: Export, config: ReportConfig) -> None:
             start = ", from previous estimates" if attempt.get("started_from_previous") else ""
             print(f"    {float(attempt.get('seconds') or 0):6.2f} s  {attempt['status']:<14} "
                   f"{attempt['name']}{start}")
+            for tried in attempt.get("optimizers_tried") or []:
+                # a singular fit's second optimiser (fit_mixed.R, check_singular_fit)
+                print(f"      {float(tried.get('seconds') or 0):6.2f} s  {tried['optimizer']:<12} "
+                      f"criterion {tried.get('criterion')}, singular {tried.get('singular')}")
 
 
 def main() -> None:

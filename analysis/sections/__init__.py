@@ -76,9 +76,8 @@ class Section:
     def model_jobs(self, rows: pd.DataFrame, config: ReportConfig) -> list[tuple[Any, Any]]:
         """``(lme4.Job, label)`` per mixed model to fit in R on its rows after exclusions.
 
-        All sections' jobs run in one background R run while the other tables are computed. A
-        job may ask for a lower priority (``nice``) to leave a core to another section's longer
-        chain of fits; when no other section fits models it runs at normal priority.
+        All sections' jobs run in one background R run while the other tables are computed,
+        side by side (fit_mixed.R starts a report's few ladders at once).
         """
         return []
 

@@ -74,11 +74,6 @@ class EmotionRating(Section):
         for dimension in agreement.DIMENSIONS if len(rows) else ():
             job, conditions = lme4.rating_job(rows, dimension, unit=config.unit,
                                               reference=agreement.REFERENCE)
-            # The realism GLMM's ladder is the longest chain of fits (about 10 s on 1,000
-            # listeners against 4 s per rating model): the rating models run at a lower
-            # priority, so that the GLMM keeps a core while they share the other with the
-            # Python statistics.
-            job.nice = 10
             jobs.append((job, ("rating", conditions, dimension)))
         return jobs
 

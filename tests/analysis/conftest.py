@@ -48,6 +48,7 @@ NEEDS_R = {
     "test_analysis_lme4.py": {
         "test_a_singular_maximal_fit_does_not_skip_the_clip_term_the_data_support",
         "test_a_singular_rating_fit_is_refitted_with_a_second_optimiser_before_a_term_is_dropped",
+        "test_a_nested_fit_at_a_confirmed_singular_optimum_is_not_refitted",
         "test_calibration_of_the_verdicts",
         "test_estimates_and_standard_errors_match_lme4_called_directly",
         "test_every_rating_job_of_one_r_run_equals_a_cold_lmertest_fit",
