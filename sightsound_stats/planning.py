@@ -78,6 +78,19 @@ def design_problems(rows: list[dict[str, Any]], kind: str) -> list[str]:
     return problems
 
 
+def conservative_rows(rows: list[dict[str, Any]], kind: str) -> list[str]:
+    """Where a design's 95 % intervals cover the truth more often than the upper end of
+    :data:`COVERAGE_RANGE`: valid at 5 %, but wider than needed (less power than the design
+    could have).
+
+    >>> conservative_rows([{"accuracy": 0.6, "coverage": 0.995}], "realism")
+    ['coverage 99.5 % at accuracy 0.6']
+    """
+    truth_column = ERRORS[kind][0][1]
+    return [f"coverage {100 * row['coverage']:.1f} % at {truth_column} {row[truth_column]:g}"
+            for row in rows if row.get("coverage", 0.0) > COVERAGE_RANGE[1]]
+
+
 def _bracket(values: list[int], value: float) -> list[int]:
     """The grid values on either side of ``value`` (one when it is on the grid or beyond it)."""
     index = bisect.bisect_left(values, value)
@@ -91,20 +104,25 @@ def calibration(table: dict[str, Any], kind: str, participants: int, sources: in
     """Whether verdicts of a study of this design are calibrated, by :func:`design_problems`
     of the simulated designs at the corners of its grid cell.
 
-    Returns ``{"calibrated", "designs" (the corners read), "problems", "reason"}``; ``reason``
-    is one sentence for the designer and the report.
+    Returns ``{"calibrated", "designs" (the corners read), "problems", "conservative" (coverage
+    above the range: valid, but wide), "reason"}``; ``reason`` is one sentence for the designer
+    and the report.
 
     >>> row = {"participants": 40, "sources": 8, "sources_heard": 4, "accuracy": 0.5,
     ...        "distinguishable_1": 0.05, "equivalent_1": 0.0, "coverage": 0.95,
     ...        "simulations": 200}
     >>> calibration({"rows": [row]}, "realism", 40, 8, 4)["calibrated"]
     True
+    >>> wide = dict(row, coverage=0.995)
+    >>> print(calibration({"rows": [wide]}, "realism", 40, 8, 4)["reason"])  # doctest: +ELLIPSIS
+    calibrated: ...; conservative (40 x 8 x 4: coverage 99.5 % at accuracy 0.5, above 98 %): ...
     >>> calibration({"rows": [row]}, "realism", 50, 6, 4)["reason"]
     'exploratory: fewer sources (6) than every simulated design (8 or more)'
     """
     rows = table["rows"]
     grid = {(r["participants"], r["sources"], r["sources_heard"]) for r in rows}
-    result: dict[str, Any] = {"calibrated": False, "designs": [], "problems": [], "reason": ""}
+    result: dict[str, Any] = {"calibrated": False, "designs": [], "problems": [],
+                              "conservative": [], "reason": ""}
     if not grid:
         result["reason"] = "exploratory: no simulated designs"
         return result
@@ -126,8 +144,11 @@ def calibration(table: dict[str, Any], kind: str, participants: int, sources: in
             continue
         of_corner = [r for r in rows
                      if (r["participants"], r["sources"], r["sources_heard"]) == corner]
-        result["problems"] += [f"{corner[0]} x {corner[1]} x {corner[2]}: {problem}"
+        name = f"{corner[0]} x {corner[1]} x {corner[2]}"
+        result["problems"] += [f"{name}: {problem}"
                                for problem in design_problems(of_corner, kind)]
+        result["conservative"] += [f"{name}: {note}"
+                                   for note in conservative_rows(of_corner, kind)]
     if missing:
         named = ", ".join(f"{p} x {s} x {m}" for p, s, m in missing)
         result["reason"] = f"exploratory: the neighbouring design {named} was not simulated"
@@ -139,4 +160,8 @@ def calibration(table: dict[str, Any], kind: str, participants: int, sources: in
         named = ", ".join(f"{p} x {s} x {m}" for p, s, m in corners)
         result["reason"] = (f"calibrated: simulated design(s) {named} (listeners x sources x "
                             "heard) keep every error rate within the rule")
+        if result["conservative"]:
+            result["reason"] += (f"; conservative ({'; '.join(result['conservative'])}, above "
+                                 f"{100 * COVERAGE_RANGE[1]:.0f} %): intervals wider than "
+                                 "needed, so less power than the design could have")
     return result
