@@ -213,9 +213,14 @@ class Recorder:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     acked: list[tuple[str, str]] = field(default_factory=list)  # (participant, trial) tokens
+    posted: set[str] = field(default_factory=set)  # trial tokens answered, acknowledged or not
     shown: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     finished: set[str] = field(default_factory=set)
     retries: int = 0
+    # (time.monotonic(), "name status") of every 5xx, to place them against a disruption
+    server_errors: list[tuple[float, str]] = field(default_factory=list)
+    # the same for requests that got no answer at all (refused, reset)
+    connection_failures: list[tuple[float, str]] = field(default_factory=list)
 
     def timed(self, name: str, seconds: float) -> None:
         self.latencies[name].append(seconds * 1000)
@@ -236,10 +241,12 @@ async def request(session, recorder: Recorder, name: str, method: str, url: str,
             headers = response.headers
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
         recorder.errors[name] += 1
+        recorder.connection_failures.append((time.monotonic(), name))
         raise Unavailable(str(exc)) from exc
     recorder.timed(name, time.perf_counter() - started)
     if status >= 500:
         recorder.errors[f"{name} {status}"] += 1
+        recorder.server_errors.append((time.monotonic(), f"{name} {status}"))
         raise Unavailable(f"{status}")
     return status, headers, body
 
@@ -298,6 +305,7 @@ async def play_participant(
                     if status != 206:
                         recorder.errors[f"media {status}"] += 1
                 data = fill_form(html, rng)
+                recorder.posted.add(trial)
                 status, _, _ = await request(
                     session, recorder, "answer POST", "POST", base + action.group(1), data=data
                 )
@@ -442,7 +450,11 @@ def verify(database_url: str, recorder: Recorder, engine_options=None) -> dict[s
         "stored_answers": sum(stored.values()),
         "lost": len(lost),
         "duplicated": len(duplicated),
+        # sent, stored, and the acknowledgement lost with a killed server: the participant's
+        # next page is the next trial, as if acknowledged
         "stored_without_ack": len(unacked_stored),
+        # stored but never sent by the client: must be 0
+        "stored_never_sent": len(set(unacked_stored) - recorder.posted),
         "participants_out_of_order": len(wrong_order),
     }
 

@@ -247,6 +247,7 @@ class Shape:
     media: MediaAccel | None = None
     app_servers: list[AppServer] = field(default_factory=list)
     nginx: subprocess.Popen | None = None
+    conf: Path | None = None
 
     @property
     def url(self) -> str:
@@ -266,7 +267,7 @@ class Shape:
             server = AppServer(free_port(), self.env, self.config, self.workers)
             server.log = self.run_dir / f"app-{server.port}.log"
             self.app_servers.append(server)
-        conf = nginx_config(
+        self.conf = nginx_config(
             self.run_dir,
             f"{self.host}:{self.port}",
             [server.address for server in self.app_servers],
@@ -279,13 +280,28 @@ class Shape:
             for server in self.app_servers:
                 server.start()
             self.wait(lambda: all(server.healthy() for server in self.app_servers), timeout)
-            self.nginx = subprocess.Popen(
-                [NGINX, "-c", str(conf), "-p", str(self.run_dir)], start_new_session=True
-            )
-            self.wait(self.nginx_up, timeout)
+            self.start_nginx(timeout)
         except BaseException:
             self.stop()
             raise
+
+    def start_nginx(self, timeout: float = 60.0) -> None:
+        """nginx in the foreground from the rendered config (again, after a crash)."""
+        self.nginx = subprocess.Popen(
+            [NGINX, "-c", str(self.conf), "-p", str(self.run_dir)], start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while not self.nginx_up():
+            if self.nginx.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start; logs in {self.run_dir}")
+            time.sleep(0.05)
+
+    def kill9_nginx(self) -> None:
+        """SIGKILL to nginx's master and workers at once (a crash), reaped."""
+        if self.nginx and self.nginx.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.nginx.pid, signal.SIGKILL)
+            self.nginx.wait(timeout=10)
 
     def collect_renditions(self, timeout: float = 300.0) -> int | None:
         """`flask media-gc` with the app servers' environment (renditions no current trial

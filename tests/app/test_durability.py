@@ -63,19 +63,20 @@ def play_through(durability, url, options, tmp_path, demo_set_dir, **chaos):
     )
 
 
-def assert_nothing_lost(result) -> None:
+def assert_nothing_lost(result, participants: int = PARTICIPANTS) -> None:
     assert result["disruptions_after_study"] == 0, "an outage came after everyone had finished"
     assert result["lost"] == 0
     assert result["duplicated"] == 0
     assert result["acknowledged_twice"] == 0
     assert result["participants_out_of_order"] == 0
-    assert result["finished"] == PARTICIPANTS
+    assert result["finished"] == participants
     # a join cut off by a kill leaves an enrolled participant the client never heard of (it
     # joins again); such a participant must have no answers
-    assert result["participants"] - result["enrolled_without_ack"] == PARTICIPANTS
+    assert result["participants"] - result["enrolled_without_ack"] == participants
     assert result["unacknowledged_with_answers"] == 0
+    assert result["stored_never_sent"] == 0  # an answer stored unacknowledged was one sent
     # each participant answered their 15 trials exactly once, nothing more
-    assert result["stored_answers"] == PARTICIPANTS * 15
+    assert result["stored_answers"] == participants * 15
 
 
 def test_kill_9_loses_no_acknowledged_answer(durability, database, tmp_path, demo_set_dir):
@@ -162,3 +163,38 @@ def test_database_restart_under_load_loses_nothing(
     # The server retries a dropped connection once (study_app/db_retry.py): no participant
     # sees an error page while the database restarts.
     assert result["server_errors"] == 0, result["errors_by_request"]
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/nginx") and not os.environ.get("CI"),
+    reason="needs Debian's nginx at /usr/sbin/nginx (`make nginx`; CI installs it)",
+)
+def test_the_production_shape_survives_app_server_and_nginx_kills_and_a_database_restart(
+    durability, scratch_cluster, tmp_path, demo_set_dir
+):
+    """nginx in front of two app servers (media through nginx): kill -9 one app server (back
+    2 s later), then nginx (restarted), then restart PostgreSQL with both servers running.
+    Nothing acknowledged is lost or doubled, nothing is stored that the client did not send,
+    and no participant sees a 5xx."""
+    import loadgen
+
+    cluster, admin_url = scratch_cluster
+    with loadgen.scratch_postgres(admin_url) as url:
+        set_dir = tmp_path / "set"
+        shutil.copytree(demo_set_dir, set_dir)
+        entry = loadgen.set_up_study(url, tmp_path / "media", set_dir, None)
+        # enough participants to outlast the three disruptions (about 8 s in all)
+        result = durability.run_durability(
+            url, tmp_path / "media", entry, participants=40, concurrency=3,
+            kills=1, every=0.5, workers=1, restart_db=cluster, time_limit=120,
+            shape=2, run_dir=tmp_path / "serve",
+        )  # fmt: skip
+    assert result["kills"] == 2  # an app server, then nginx
+    assert result["database_restarts"] == 1
+    assert_nothing_lost(result, participants=40)
+    # nginx resends a request whose app server died (answers and enrolments too: they are
+    # idempotent), so no disruption shows a participant a 5xx; only nginx's own death cuts
+    # connections, and the client resends those
+    assert result["server_errors"] == 0, result["errors_by_request"]
+    failures = result["connection_failures_by_disruption"]
+    assert failures["app server back"] == failures["postgresql restarted"] == 0, failures
