@@ -7,7 +7,9 @@
    the dithered copy (cached per worker) and writes it, counting the bytes (CountedBody);
 2. **X-Accel**: the same request; the app authorises it and answers with X-Accel-Redirect to
    the trial slot's rendition on disk (MEDIA_ACCEL_REDIRECT), nginx sends the file and logs it;
-3. **static**: nginx sends a static file of the same size (the ceiling).
+3. **X-Accel, throttle in nginx**: the same, the X-Accel gunicorn restarted with
+   MEDIA_THROTTLE_IN_PROXY (nginx's limit_req keeps the flood throttle; the app only reads);
+4. **static**: nginx sends a static file of the same size (the ceiling).
 
 `--concurrency` clients (processes x threads, keep-alive connections), each fetching its own
 participant's current ABX slot `a` whole, again and again, for `--seconds` per phase. The flood
@@ -84,9 +86,9 @@ def participants(database_url: str, media_dir: Path, count: int) -> list[str]:
 
 @contextlib.contextmanager
 def gunicorn(
-    database_url: str, config: dict, workers: int, secret: str
+    database_url: str, config: dict, workers: int, secret: str, port: int | None = None
 ) -> Iterator[tuple[int, int]]:
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEY=secret)
     command = [
         str(Path(sys.executable).with_name("gunicorn")),
@@ -127,6 +129,8 @@ def nginx(folder: Path, app_port: int, accel_port: int, renditions: Path, static
         "media_accel_prefix": PREFIX,
         "media_renditions_dir": str(renditions),
         "media_access_log": str(folder / "media.log"),
+        "media_slot_rate": "100000r/s",  # the flood throttle (scripts/serve.py MEDIA_THROTTLE)
+        "media_slot_burst": "100000",
     }
     for name in ("nginx-media.conf", "nginx-media-log.conf"):
         text = (REPO / "deploy" / f"{name}.template").read_text()
@@ -258,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             "MEDIA_ACCESS_LOG": str(tmp / "nginx" / "media.log"),
         }
         app_port, app_group = stack.enter_context(gunicorn(url, base, args.workers, secret))
-        accel_port, accel_group = stack.enter_context(gunicorn(url, accel, args.workers, secret))
+        accel_server = gunicorn(url, accel, args.workers, secret)
+        accel_port, accel_group = accel_server.__enter__()
         (plain, front), nginx_pid = stack.enter_context(
             nginx(tmp / "nginx", app_port, accel_port, renditions, static)
         )
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = [
             ("app path (nginx -> gunicorn writes)", plain, urls),
             ("X-Accel (gunicorn authorises, nginx sends)", front, urls),
+            # the same gunicorn restarted with the throttle left to nginx: one read, no write
+            ("X-Accel, throttle in nginx (no write)", front, urls),
             ("nginx static, same size", front, ["/bench-static/same-size.wav"] * len(urls)),
         ]
         print(
@@ -278,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
             f"response, {args.workers} gunicorn workers, {args.database}, {os.cpu_count()} CPUs"
         )
         for name, port, targets in phases:
+            if "throttle in nginx" in name:
+                accel_server.__exit__(None, None, None)
+                in_proxy = accel | {"MEDIA_THROTTLE_IN_PROXY": True}
+                accel_server = gunicorn(url, in_proxy, args.workers, secret, port=accel_port)
+                _, accel_group = accel_server.__enter__()
             warm(port, targets)
             before = (group_cpu({app_group, accel_group}), group_cpu({nginx_pid}))
             database_before = cpu_seconds(-1).get("database", 0.0)
@@ -291,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"nginx {(after[1] - before[1]) * per:.2f}, "
                 f"PostgreSQL (all of it) {database * per:.2f}"
             )
+        accel_server.__exit__(None, None, None)
         lines = (tmp / "nginx" / "media.log").read_text().count("\n")
         print(f"nginx media log: {lines:,} lines (ingested by `flask ingest-media-log`)")
         shutil.rmtree(renditions, ignore_errors=True)

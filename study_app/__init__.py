@@ -44,6 +44,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MEDIA_ACCEL_REDIRECT=os.environ.get("SIGHTSOUND_MEDIA_ACCEL_REDIRECT") or None,
         MEDIA_RENDITIONS_DIR=os.environ.get("SIGHTSOUND_MEDIA_RENDITIONS_DIR") or None,
         MEDIA_ACCESS_LOG=os.environ.get("SIGHTSOUND_MEDIA_ACCESS_LOG") or None,
+        # With media through nginx: nginx keeps the flood throttle (limit_req), so the media
+        # route only authorises and the requests are counted from nginx's log.
+        MEDIA_THROTTLE_IN_PROXY=os.environ.get("SIGHTSOUND_MEDIA_THROTTLE_IN_PROXY", "")
+        in ("1", "true", "yes"),
     )
     app.config.from_pyfile("config.py", silent=True)
     if test_config:

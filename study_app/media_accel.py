@@ -64,7 +64,7 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from .audio import dithered_rendition
 from .extensions import db
 from .listening import merge_range
-from .models import MediaEvidence, Participant, Trial
+from .models import MediaEvidence, Participant, Trial, as_utc
 from .models import Response as Answer
 from .services import MEDIA_MTIME
 from .trial_types import get_trial_type
@@ -212,11 +212,14 @@ def parse_line(secret: str | bytes, line: str) -> LoggedSend | None:
     return LoggedSend(trial_id, slot, first, min(written, max(0, total - first)), total, at)
 
 
-def merge_logged(send: LoggedSend) -> bool:
+def merge_logged(send: LoggedSend, count_request: bool = False) -> bool:
     """Add a logged send's bytes to its trial slot's union of ranges (quality.record_sent's
     rule: only if the response ended before the answer; the same locks). The request was
     counted when the app authorised it, so `requests` and the throttle window stay as they
-    are. Idempotent: merging a range already in the union changes nothing."""
+    are, unless `count_request` (MEDIA_THROTTLE_IN_PROXY: the app counted nothing; the log
+    counts each response nginx sent, and its first and last times). Idempotent for the bytes:
+    merging a range already in the union changes nothing (a count read twice would count
+    twice; the log offset read up to is kept, so only a crash between the two can)."""
     session = db.session
     connection = session.connection()
     if connection.dialect.name == "sqlite":
@@ -224,7 +227,8 @@ def merge_logged(send: LoggedSend) -> bool:
     else:
         session.execute(select(Trial.id).where(Trial.id == send.trial_id).with_for_update())
     found = session.execute(
-        select(Answer.answered_at, MediaEvidence.id, MediaEvidence.ranges)
+        select(Answer.answered_at, MediaEvidence.id, MediaEvidence.ranges,
+               MediaEvidence.first_at, MediaEvidence.last_at)
         .select_from(Trial)
         .outerjoin(Answer, Answer.trial_id == Trial.id)
         .outerjoin(
@@ -254,6 +258,18 @@ def merge_logged(send: LoggedSend) -> bool:
                 window_requests=1,
             )
         )
+    elif count_request:
+        session.execute(
+            update(MediaEvidence)
+            .where(MediaEvidence.id == found.id)
+            .values(
+                ranges=ranges,
+                total_bytes=send.total,
+                requests=MediaEvidence.requests + 1,
+                first_at=min(as_utc(found.first_at), send.at),
+                last_at=max(as_utc(found.last_at), send.at),
+            )
+        )
     elif ranges != found.ranges:
         session.execute(
             update(MediaEvidence)
@@ -271,8 +287,11 @@ class IngestResult:
     refused: int  # lines not ours or not content (bad key, 304, 416, another format)
 
 
-def ingest_media_log(path: Path, secret: str | bytes) -> IngestResult:
-    """Merge the media lines of nginx's log added since the last ingest into `media_evidence`.
+def ingest_media_log(
+    path: Path, secret: str | bytes, count_requests: bool = False
+) -> IngestResult:
+    """Merge the media lines of nginx's log added since the last ingest into `media_evidence`
+    (`count_requests`: also count each as a request, merge_logged).
     The offset read up to is kept in `PATH.ingested` (with the file's inode: a rotated log
     starts again from its beginning), under an exclusive lock, so two servers ingesting at
     once do not both read the same lines (were they to, the union would not change)."""
@@ -303,7 +322,7 @@ def ingest_media_log(path: Path, secret: str | bytes) -> IngestResult:
                 send = parse_line(secret, raw.decode("utf-8", "replace"))
                 if send is None:
                     refused += 1
-                elif merge_logged(send):
+                elif merge_logged(send, count_requests):
                     merged += 1
         state_file.seek(0)
         state_file.truncate()
@@ -318,7 +337,8 @@ def ingest_configured() -> IngestResult | None:
     log = app.config.get("MEDIA_ACCESS_LOG")
     if not (enabled(app) and log):
         return None
-    return ingest_media_log(Path(log), app.config["SECRET_KEY"])
+    return ingest_media_log(Path(log), app.config["SECRET_KEY"],
+                            bool(app.config.get("MEDIA_THROTTLE_IN_PROXY")))
 
 
 # Disk budget ------------------------------------------------------------------------------------
@@ -420,7 +440,8 @@ def ingest_media_log_command(path: Path) -> None:
     """Merge nginx's media log PATH (deploy/nginx-media-log.conf.template) into the listening
     evidence. Safe to run again and from several servers: lines already read are skipped, and
     a line read twice changes nothing."""
-    result = ingest_media_log(path, current_app.config["SECRET_KEY"])
+    result = ingest_media_log(path, current_app.config["SECRET_KEY"],
+                              bool(current_app.config.get("MEDIA_THROTTLE_IN_PROXY")))
     click.echo(f"{result.lines} lines, {result.merged} merged, {result.refused} refused")
 
 

@@ -43,6 +43,8 @@ def render_nginx(folder: Path, port: int, upstream_port: int, renditions: Path, 
         "media_accel_prefix": PREFIX,
         "media_renditions_dir": str(renditions),
         "media_access_log": str(log),
+        "media_slot_rate": "5r/s",  # the flood throttle (scripts/serve.py MEDIA_THROTTLE)
+        "media_slot_burst": "300",
     }
     for name in ("nginx-media.conf", "nginx-media-log.conf"):
         text = (REPO / "deploy" / f"{name}.template").read_text()

@@ -285,11 +285,17 @@ def wait_for_log(log: Path, lines: int) -> None:
     NGINX is None and not os.environ.get("CI"),
     reason="nginx is not installed (apt-get install nginx-light); CI installs it",
 )
-def test_evidence_through_nginx_equals_the_app_paths(app, client, demo_study, tmp_path):
+@pytest.mark.parametrize("throttle_in_proxy", [False, True], ids=["app-counts", "log-counts"])
+def test_evidence_through_nginx_equals_the_app_paths(
+    app, client, demo_study, tmp_path, throttle_in_proxy
+):
     """The same fetches (an aborted start, whole, Range pieces, a part) of an ABX trial by two
     participants: one served by the app itself, one by nginx from renditions. The evidence rows
     and the export's evidence columns are identical; the headers a browser sees are the same
-    (bar Server and Date); the internal location and the evidence key stay out of reach."""
+    (bar Server and Date); the internal location and the evidence key stay out of reach. With
+    MEDIA_THROTTLE_IN_PROXY the app writes nothing per media request and the requests are
+    counted from nginx's log: the same rows."""
+    app.config["MEDIA_THROTTLE_IN_PROXY"] = throttle_in_proxy
     step_app = start(client, entry(app))
     page_app = to_first(app, client, step_app, "abx")
     other = app.test_client()
@@ -301,6 +307,8 @@ def test_evidence_through_nginx_equals_the_app_paths(app, client, demo_study, tm
         accel(app, tmp_path)
         seen_nginx = same_fetches(port, media_of(page_nginx))
         wait_for_log(log, 7)
+        if throttle_in_proxy:  # nothing written until the log is ingested
+            assert evidence_of(app, token_of(page_nginx)) == {}
         name = media_accel.rendition_name("test-secret", token_of(page_nginx), "a")
         status, _, _ = fetch(port, PREFIX + name)
         assert status == 404  # internal: not for clients
@@ -355,3 +363,33 @@ def test_the_flood_throttle_counts_accel_requests_at_once(app, client, demo_stud
     statuses = [client.get(url, buffered=True).status_code for _ in range(7)]
     assert statuses == [200] * 5 + [429] * 2
     assert evidence_of(app, token_of(page))["a"][2] == 5
+
+
+@pytest.mark.skipif(
+    NGINX is None and not os.environ.get("CI"),
+    reason="nginx is not installed (apt-get install nginx-light); CI installs it",
+)
+def test_with_the_throttle_in_nginx_a_flood_is_refused_by_nginx(app, client, demo_study, tmp_path):
+    """MEDIA_THROTTLE_IN_PROXY: nginx's limit_req (deploy/nginx-media*.conf.template, a burst
+    of 300 per slot, then 5 a second) refuses a flood with the app's 429 text; the app wrote
+    no row while serving, and the log's count of what was sent becomes the slot's requests."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    app.config["MEDIA_THROTTLE_IN_PROXY"] = True
+    url = media_of(page)["a"]
+    with nginx_in_front(app, tmp_path) as (port, _):
+        answers = [fetch(port, url, {"Range": "bytes=0-0"}) for _ in range(330)]
+        statuses = [status for status, _, _ in answers]
+        served = statuses.count(206)
+        assert 300 <= served < 330 and set(statuses) == {206, 429}
+        assert statuses[:300] == [206] * 300
+        status, headers, body = answers[-1]
+        assert status == 429 and headers["retry-after"] == "1"
+        assert headers["cache-control"] == "no-store"
+        assert body == b"Too many requests for this sound: try again shortly.\n"
+        wait_for_log(tmp_path / "media.log", served)
+        assert evidence_of(app, token_of(page)) == {}
+    with app.app_context():
+        assert media_accel.ingest_configured().merged == served
+    assert evidence_of(app, token_of(page))["a"][2] == served
