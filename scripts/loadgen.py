@@ -260,9 +260,11 @@ async def play_participant(
     *,
     deadline: float,
     max_steps: int = 200,
+    think: tuple[float, float] | None = None,
 ) -> None:
     """Join and answer every trial; survive a server that dies and comes back (retrying with a
-    bounded back-off until `deadline`)."""
+    bounded back-off until `deadline`). `think` (seconds, low and high): at human pace, each
+    trial is answered a uniform draw from that range after its page and media arrived."""
     async with make_session() as session:
         step_url = None
         steps = 0
@@ -305,6 +307,8 @@ async def play_participant(
                     if status != 206:
                         recorder.errors[f"media {status}"] += 1
                 data = fill_form(html, rng)
+                if think is not None:
+                    await asyncio.sleep(float(rng.uniform(*think)))
                 recorder.posted.add(trial)
                 status, _, _ = await request(
                     session, recorder, "answer POST", "POST", base + action.group(1), data=data
@@ -328,8 +332,12 @@ async def run_participants(
     time_limit: float,
     seed: int = 0,
     request_timeout: float = 10.0,
+    think: tuple[float, float] | None = None,
+    ramp: float = 0.0,
 ) -> float:
-    """`participants` participants, at most `concurrency` at a time; returns the wall time."""
+    """`participants` participants, at most `concurrency` at a time; returns the wall time.
+    `think`: human pace (play_participant); `ramp`: arrivals spread evenly over so many
+    seconds (a study opening on Prolific), the first at once."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=True)
@@ -348,15 +356,19 @@ async def run_participants(
     for index in range(participants):
         queue.put_nowait(index)
 
+    started = time.perf_counter()
+
     async def worker() -> None:
         while not queue.empty() and time.monotonic() < deadline:
             index = queue.get_nowait()
+            if ramp:
+                arrival = started + ramp * index / max(participants - 1, 1)
+                await asyncio.sleep(max(0.0, arrival - time.perf_counter()))
             rng = np.random.default_rng(seed * 100_003 + index)
             await play_participant(
-                make_session, base, entry_token, recorder, rng, deadline=deadline
+                make_session, base, entry_token, recorder, rng, deadline=deadline, think=think
             )
 
-    started = time.perf_counter()
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
@@ -364,8 +376,12 @@ async def run_participants(
     return time.perf_counter() - started
 
 
-async def run_bare(base: str, requests: int, concurrency: int, recorder: Recorder) -> float:
-    """The ceiling: the same number of requests to /healthz at the same concurrency."""
+async def run_bare(
+    base: str, requests: int, concurrency: int, recorder: Recorder, path: str = "/healthz",
+    name: str = "healthz",
+) -> float:
+    """The ceiling: the same number of requests to /healthz at the same concurrency (or to
+    `path`, e.g. a static file nginx sends, recorded as `name`)."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=True)
@@ -375,7 +391,7 @@ async def run_bare(base: str, requests: int, concurrency: int, recorder: Recorde
         while remaining[0] > 0:
             remaining[0] -= 1
             with contextlib.suppress(Unavailable):
-                await request(session, recorder, "healthz", "GET", f"{base}/healthz")
+                await request(session, recorder, name, "GET", f"{base}{path}")
 
     started = time.perf_counter()
     async with aiohttp.ClientSession(
@@ -552,9 +568,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--media-through-app", action="store_true", help="with --shape: the app sends the media"
     )
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="human pace: answer each trial a uniform LOW..HIGH seconds after its page and "
+        "media arrived (e.g. 10 40); then --concurrency may be up to --participants",
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="seconds over which participants arrive"
+    )
     args = parser.parse_args(argv)
-    if not 1 <= args.participants <= 5000 or not 1 <= args.concurrency <= 256:
-        parser.error("participants must be 1..5000 and concurrency 1..256")
+    most = args.participants if args.think else 256
+    if not 1 <= args.participants <= 5000 or not 1 <= args.concurrency <= most:
+        parser.error(f"participants must be 1..5000 and concurrency 1..{most}")
+    # The ceiling is a throughput, measured at a throughput client's concurrency: with
+    # thousands of participants mostly thinking, their number says nothing about it.
+    bare_concurrency = min(args.concurrency, 64)
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sightsound-load-")))
@@ -584,13 +615,13 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(server.stop)
             base, groups = server.base, {server.process.pid}
         bare = Recorder()
-        asyncio.run(run_bare(base, 200, args.concurrency, Recorder()))  # warm-up
+        asyncio.run(run_bare(base, 200, bare_concurrency, Recorder()))  # warm-up
         # The ceiling is measured twice, half before and half after the study, because a shared
         # machine's speed drifts by tens of per cent over minutes: a ceiling taken only on one
         # side of the study would skew the ratio by as much.
         half = max(1, args.participants * 31)  # about half the demo study's trial-loop requests
         cpu_before_bare = cpu_seconds(groups)
-        bare_seconds_before = asyncio.run(run_bare(base, half, args.concurrency, bare))
+        bare_seconds_before = asyncio.run(run_bare(base, half, bare_concurrency, bare))
         bare_before = len(bare.latencies["healthz"])
         recorder = Recorder()
         cpu_before_study = cpu_seconds(groups)
@@ -602,12 +633,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.concurrency,
                 recorder,
                 time_limit=args.time_limit,
+                think=tuple(args.think) if args.think else None,
+                ramp=args.ramp,
             )
         )
         cpu_after_study = cpu_seconds(groups)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
         after = max(1, loop_requests - bare_before)  # in all, as many as the trial loop made
-        bare_seconds_after = asyncio.run(run_bare(base, after, args.concurrency, bare))
+        bare_seconds_after = asyncio.run(run_bare(base, after, bare_concurrency, bare))
         cpu_after_bare = cpu_seconds(groups)
         figures = summary(recorder, bare, study_seconds, bare_seconds_before + bare_seconds_after)
         figures["healthz_requests_per_s_before_after"] = [
@@ -640,6 +673,29 @@ def main(argv: list[str] | None = None) -> int:
                 else "one gunicorn"
             ),
         }
+        if args.shape:
+            # The ceiling of the shape's front: nginx sending a static file the size of a clip
+            # (the demo's first audio file), at the same concurrency as /healthz.
+            clip = max(media.rglob("*.wav"), key=lambda p: p.stat().st_size)
+            ceiling = tmp / "serve" / "collected" / "static" / "00000000"
+            ceiling.mkdir(parents=True, exist_ok=True)
+            (ceiling / "ceiling.wav").write_bytes(clip.read_bytes())
+            static = Recorder()
+            count = len(bare.latencies["healthz"])
+            cpu_before_static = cpu_seconds(groups)
+            static_seconds = asyncio.run(run_bare(
+                base, count, bare_concurrency, static, "/static/00000000/ceiling.wav", "static"
+            ))  # fmt: skip
+            cpu_after_static = cpu_seconds(groups)
+            figures["nginx_static_same_size"] = {
+                "bytes": clip.stat().st_size,
+                "requests_per_s": round(count / static_seconds, 1),
+                **percentiles(static.latencies["static"]),
+                "cpu_ms_per_request": cpu_per_request(cpu_before_static, cpu_after_static, count),
+                "errors": dict(static.errors),
+            }
+        figures["setup"]["think_seconds"] = args.think
+        figures["setup"]["ramp_seconds"] = args.ramp
         figures["integrity"] = verify(url, recorder)
         if args.shape and shape.media is not None:  # the media nginx sent from renditions
             log = shape.media.access_log
