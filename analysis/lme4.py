@@ -34,7 +34,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -138,31 +137,6 @@ def rscript() -> str:
     return found
 
 
-def missing_packages_error(missing: str) -> RUnavailableError:
-    return RUnavailableError(
-        f"the mixed models need the R packages lme4, lmerTest and jsonlite; missing: "
-        f"{missing}. Install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
-    )
-
-
-@cache
-def check_r() -> str:
-    """Raise :class:`RUnavailableError` unless Rscript with lme4, lmerTest and jsonlite runs.
-
-    Returns the R version string. Cached: checked once per process. The fits do not need it
-    (fit_mixed.R checks its packages itself); it is for a caller that wants to know up front.
-    """
-    probe = (
-        "ok <- sapply(c('lme4', 'lmerTest', 'jsonlite'), requireNamespace, quietly = TRUE);"
-        "if (!all(ok)) { cat(names(ok)[!ok], sep = ' '); quit(status = 3) };"
-        "cat(R.version.string)"
-    )
-    done = subprocess.run([rscript(), "-e", probe], capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise missing_packages_error(done.stdout.strip() or done.stderr.strip())
-    return done.stdout.strip()
-
-
 def run_jobs(jobs: list[Job], cores: int = 1, timeout: float = 3600) -> list[dict]:
     """Fit every job in one Rscript run; return per job ``{key: MixedFit | None}``.
 
@@ -218,7 +192,11 @@ class PendingFits:
             if returncode == MISSING_PACKAGES_STATUS:
                 self._stderr.seek(0)
                 lines = self._stderr.read().strip().splitlines()
-                raise missing_packages_error(lines[-1] if lines else "?")
+                raise RUnavailableError(
+                    "the mixed models need the R packages lme4, lmerTest and jsonlite; missing: "
+                    f"{lines[-1] if lines else '?'}. Install the Debian packages: apt-get "
+                    f"install {DEBIAN_PACKAGES}"
+                )
             if returncode != 0 or not self._out.exists():
                 self._stderr.seek(0)
                 raise RuntimeError(

@@ -106,7 +106,7 @@ async def _shape_chaos(shape, kills: int, every: float, restart_db, log: list) -
         log.append({"at": time.monotonic(), "event": f"kill -9 app server {server.address}"})
         await asyncio.sleep(2.0)
         await loop.run_in_executor(None, server.start)
-        await loop.run_in_executor(None, _wait_healthy, server)
+        await loop.run_in_executor(None, shape.wait, server.healthy, 60.0)
         log.append({"at": time.monotonic(), "began": began, "event": "app server back"})
         await asyncio.sleep(every)
         began = time.monotonic()
@@ -120,14 +120,6 @@ async def _shape_chaos(shape, kills: int, every: float, restart_db, log: list) -
         began = time.monotonic()
         await loop.run_in_executor(None, restart_postgres, restart_db)
         log.append({"at": time.monotonic(), "began": began, "event": "postgresql restarted"})
-
-
-def _wait_healthy(server, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not server.healthy():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"app server {server.address} did not come back")
-        time.sleep(0.1)
 
 
 async def _run(server, entry, participants, concurrency, recorder, kills, every, restart_db, limit):
@@ -225,7 +217,7 @@ def run_durability(
     return result
 
 
-def by_disruption(events: list[dict], server_errors: list[tuple[float, str]]) -> dict[str, int]:
+def by_disruption(events: list[dict], failures: list[tuple[float, str]]) -> dict[str, int]:
     """5xx responses (or failed connections) the clients saw per disruption: from its start
     until 10 s after it ended (the server's wait for the database, DB_RETRY_WAIT_SECONDS),
     each counted against the latest disruption that had begun; "other" for the rest.
@@ -238,7 +230,7 @@ def by_disruption(events: list[dict], server_errors: list[tuple[float, str]]) ->
     windows = sorted((e for e in events if "began" in e), key=lambda e: e["began"], reverse=True)
     counts = {event["event"]: 0 for event in reversed(windows)}
     counts["other"] = 0
-    for at, _ in server_errors:
+    for at, _ in failures:
         latest = next((e for e in windows if e["began"] <= at), None)
         if latest is not None and at <= latest["at"] + 10:
             counts[latest["event"]] += 1

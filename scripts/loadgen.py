@@ -677,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             # The ceiling of the shape's front: nginx sending a static file the size of a clip
             # (the demo's first audio file), at the same concurrency as /healthz.
             clip = max(media.rglob("*.wav"), key=lambda p: p.stat().st_size)
-            ceiling = tmp / "serve" / "collected" / "static" / "00000000"
+            ceiling = shape.run_dir / "collected" / "static" / "00000000"
             ceiling.mkdir(parents=True, exist_ok=True)
             (ceiling / "ceiling.wav").write_bytes(clip.read_bytes())
             static = Recorder()

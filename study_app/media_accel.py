@@ -79,6 +79,12 @@ def enabled(app: Flask) -> bool:
     return bool(app.config.get("MEDIA_ACCEL_REDIRECT"))
 
 
+def throttle_in_proxy(app: Flask) -> bool:
+    """Media through nginx with MEDIA_THROTTLE_IN_PROXY: nginx keeps the flood throttle, the
+    media route writes nothing and the log's responses are counted as the requests."""
+    return enabled(app) and bool(app.config.get("MEDIA_THROTTLE_IN_PROXY"))
+
+
 def _key(secret: str | bytes) -> bytes:
     key = secret.encode() if isinstance(secret, str) else bytes(secret)
     if not key:
@@ -258,23 +264,16 @@ def merge_logged(send: LoggedSend, count_request: bool = False) -> bool:
                 window_requests=1,
             )
         )
-    elif count_request:
-        session.execute(
-            update(MediaEvidence)
-            .where(MediaEvidence.id == found.id)
-            .values(
-                ranges=ranges,
-                total_bytes=send.total,
+    elif count_request or ranges != found.ranges:
+        values: dict = {"ranges": ranges, "total_bytes": send.total}
+        if count_request:
+            values.update(
                 requests=MediaEvidence.requests + 1,
                 first_at=min(as_utc(found.first_at), send.at),
                 last_at=max(as_utc(found.last_at), send.at),
             )
-        )
-    elif ranges != found.ranges:
         session.execute(
-            update(MediaEvidence)
-            .where(MediaEvidence.id == found.id)
-            .values(ranges=ranges, total_bytes=send.total)
+            update(MediaEvidence).where(MediaEvidence.id == found.id).values(**values)
         )
     session.commit()
     return True
@@ -337,8 +336,7 @@ def ingest_configured() -> IngestResult | None:
     log = app.config.get("MEDIA_ACCESS_LOG")
     if not (enabled(app) and log):
         return None
-    return ingest_media_log(Path(log), app.config["SECRET_KEY"],
-                            bool(app.config.get("MEDIA_THROTTLE_IN_PROXY")))
+    return ingest_media_log(Path(log), app.config["SECRET_KEY"], throttle_in_proxy(app))
 
 
 # Disk budget ------------------------------------------------------------------------------------
@@ -440,8 +438,9 @@ def ingest_media_log_command(path: Path) -> None:
     """Merge nginx's media log PATH (deploy/nginx-media-log.conf.template) into the listening
     evidence. Safe to run again and from several servers: lines already read are skipped, and
     a line read twice changes nothing."""
-    result = ingest_media_log(path, current_app.config["SECRET_KEY"],
-                              bool(current_app.config.get("MEDIA_THROTTLE_IN_PROXY")))
+    result = ingest_media_log(
+        path, current_app.config["SECRET_KEY"], throttle_in_proxy(current_app)
+    )
     click.echo(f"{result.lines} lines, {result.merged} merged, {result.refused} refused")
 
 

@@ -341,17 +341,16 @@ def media(token: str, trial_token: str, slot: str):
     ref = get_trial_type(trial.trial_type).media(trial.spec).get(slot)
     if ref is None:
         abort(404)
-    accel = media_accel.enabled(current_app)
-    # nginx keeps the flood throttle (limit_req per slot) and its log counts the requests:
-    # the media request is then one read, no write (docs/operations.md).
-    throttle_in_proxy = accel and current_app.config.get("MEDIA_THROTTLE_IN_PROXY")
+    # With the throttle in nginx (limit_req per slot), its log counts the requests: the media
+    # request is then one read, no write (docs/operations.md).
+    throttle_in_proxy = media_accel.throttle_in_proxy(current_app)
     if not throttle_in_proxy:
         wait = _throttle_wait(trial.trial_id, slot)
         if wait:
             return _too_many_requests(wait)
     path, mimetype = _media_file(trial, ref)
     seed = dither_seed(current_app.config["SECRET_KEY"], trial.trial_token, slot)
-    if accel:
+    if media_accel.enabled(current_app):
         # nginx sends the slot's rendition (the same dithered bytes) and logs what it wrote;
         # the app counts the request now (or, with the throttle in nginx, when it ingests the
         # log), the bytes when it ingests the log (media_accel.py).
