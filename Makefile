@@ -56,9 +56,10 @@ test: env-all system-deps
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
 	$(PY) -m pytest -m serial -q
 
-## test-fast: no browser, no R, no slow load or model tests: needs neither Chromium nor R.
+## test-fast: no browser, no R, no model runs, no slow load tests, the database tests on SQLite
+## only: needs neither Chromium, R nor a PostgreSQL server. `make test` runs all of it.
 test-fast: env-all
-	$(PY) -m pytest -m "not slow and not browser and not r" -n $(TEST_WORKERS) --dist worksteal -q
+	SIGHTSOUND_TEST_DATABASES=sqlite $(PY) -m pytest -m "not slow and not browser and not r and not model" -n $(TEST_WORKERS) --dist worksteal -q
 
 system-deps: browser nginx r-lme4 fluidsynth
 

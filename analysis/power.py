@@ -288,6 +288,15 @@ PLANNING_ACCURACIES = (0.5, 0.6, 0.7)
 PLANNING_SHIFTS = (0.0, 0.5, 1.0)
 
 
+def realism_truth(accuracies: tuple[float, ...] = PLANNING_ACCURACIES) -> dict[str, float]:
+    """The simulated conditions' names and true accuracies, as the planning fits name them.
+
+    >>> realism_truth((0.5, 0.6))
+    {'acc50': 0.5, 'acc60': 0.6}
+    """
+    return {f"acc{round(100 * a):02d}": a for a in accuracies}
+
+
 def realism_planning_fits(
     participants: int,
     sources: int,
@@ -309,7 +318,7 @@ def realism_planning_fits(
     """
     from analysis import lme4
 
-    names = {f"acc{round(100 * a):02d}": a for a in accuracies}
+    names = realism_truth(accuracies)
     design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
                                abx_sources_heard=sources_heard, abx_accuracy=names,
                                **variability)
@@ -319,17 +328,35 @@ def realism_planning_fits(
     return names, conditions, fits
 
 
-def glmm_power_rows(
+def realism_estimates(conditions: list[str], fits: list, unit: str = "source") -> pd.DataFrame:
+    """Each fitted study's condition estimates as the verdicts use them: one row per study and
+    condition with ``study`` (the fit's position), ``condition``, ``logit``, ``se`` and ``df``
+    (:func:`analysis.realism.component_df`). Everything
+    :func:`glmm_power_rows_from_estimates` counts is a function of these, so a planning table
+    can be recomputed from them for another margin or lapse share without refitting
+    (scripts/build_power_table.py stores them beside the table).
+    """
+    from analysis import realism
+
+    frames = []
+    for study, fit in enumerate(fits):
+        verdicts = realism.glmm_verdicts(fit, conditions, unit)
+        frames.append(verdicts[["condition", "logit", "se", "df"]].assign(study=study))
+    columns = ["study", "condition", "logit", "se", "df"]
+    return pd.concat(frames)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def glmm_power_rows_from_estimates(
     truth: dict[str, float],
-    conditions: list[str],
-    fits: list,
+    estimates: pd.DataFrame,
     n_simulations: int,
     margin: float = 0.1,
     alpha: float = 0.05,
     max_conditions: int = 6,
     lapse_share: float | None = None,
 ) -> pd.DataFrame:
-    """The verdict shares of :func:`glmm_power_table` from already fitted studies.
+    """The verdict shares of :func:`glmm_power_table` from stored estimates
+    (:func:`realism_estimates`).
 
     Per true accuracy: ``distinguishable_k`` and ``equivalent_k`` (the report's verdicts at
     Bonferroni's ``alpha / k``; "equivalent" is the lapse-robust TOST of
@@ -340,8 +367,11 @@ def glmm_power_rows(
     from analysis import realism
 
     share = realism.LAPSE_SHARE if lapse_share is None else lapse_share
-    verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha,
-                                                lapse_share=share) for f in fits])
+    verdicts = pd.concat(
+        [estimates[["condition"]].reset_index(drop=True),
+         realism.logit_inference(estimates["logit"], estimates["se"], estimates["df"], margin,
+                                 lapse_share=share)], axis=1)
+    studies = estimates["study"].nunique() if len(estimates) else 0
     rows = []
     for name, accuracy in truth.items():
         rows_of = verdicts[verdicts["condition"] == name]
@@ -357,7 +387,7 @@ def glmm_power_rows(
                                         & (accuracy <= rows_of["ci_high_lapses"])).mean())
         row["mean_accuracy"] = float(rows_of["accuracy"].mean())
         row["simulations"] = len(rows_of)
-        row["failed_fits"] = n_simulations - len(fits)
+        row["failed_fits"] = n_simulations - studies
         row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -383,7 +413,8 @@ def glmm_power_table(
     the ``sources`` per condition, ``repeats`` times, a different share per listener; see
     :attr:`analysis.calibration.CalibrationDesign.abx_sources_heard`), one condition per
     entry of ``accuracies``, and fits every study by lme4 down the report's ladder
-    (:func:`realism_planning_fits`); the shares come from :func:`glmm_power_rows`. The
+    (:func:`realism_planning_fits`); the shares come from
+    :func:`glmm_power_rows_from_estimates`. The
     report corrects across its conditions by Holm; a study with ``k`` generated conditions is
     planned with Bonferroni's ``alpha / k``, Holm's first step and so a lower bound on Holm's
     power (columns ``distinguishable_k``, ``equivalent_k`` for k = 1 .. ``max_conditions``).
@@ -396,8 +427,8 @@ def glmm_power_table(
     truth, conditions, fits = realism_planning_fits(
         participants, sources, sources_heard, repeats, accuracies, n_simulations, seed, cores,
         **variability)
-    rows = glmm_power_rows(truth, conditions, fits, n_simulations, margin, alpha,
-                           max_conditions)
+    rows = glmm_power_rows_from_estimates(truth, realism_estimates(conditions, fits),
+                                          n_simulations, margin, alpha, max_conditions)
     design = {"participants": participants, "sources": sources,
               "sources_heard": sources_heard, "repeats": repeats}
     return pd.concat([pd.DataFrame([design] * len(rows)), rows], axis=1)

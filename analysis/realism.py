@@ -261,37 +261,10 @@ def glmm_verdicts(
     names = coefs["condition"].tolist()
     df = np.array([component_df(fit, name, conditions, s) for name, s in zip(names, se,
                                                                             strict=True)])
-    # t(df) in place of z: with 8-16 sources the stimulus variance, estimated from those few
-    # sources, carries much of a logit's standard error; z intervals then covered the truth in
-    # 90-92% of simulated studies (docs/analysis.md, Calibration design by design).
-    quantile = stats.t.ppf(1 - (1 - confidence) / 2, df)
-
-    def tost(half_width: float) -> np.ndarray:
-        low, high = _logit(np.array([chance - half_width, chance + half_width]))
-        return np.maximum(stats.t.sf((logit - low) / se, df), stats.t.cdf((logit - high) / se, df))
-
-    # The equivalence verdict must survive listeners who answer at random: a share s of them
-    # moves an accuracy p to (1 - s) p + s / 2, towards chance, so "within the margin for
-    # the listeners who listened" needs the observed accuracy within (1 - s) x margin.
-    robust_margin = margin * (1 - lapse_share)
-    ci_low, ci_high = _expit(logit - quantile * se), _expit(logit + quantile * se)
-    table = pd.DataFrame({
-        "condition": names,
-        "logit": logit,
-        "se": se,
-        "df": df,
-        "accuracy": _expit(logit),
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "ci_low_lapses": undo_lapses(ci_low, lapse_share, chance, side="low"),
-        "ci_high_lapses": undo_lapses(ci_high, lapse_share, chance, side="high"),
-        "pval": stats.t.sf(logit / se, df),
-        "tost_low": chance - robust_margin,
-        "tost_high": chance + robust_margin,
-        "tost_pval": tost(robust_margin),
-        "tost_pval_all_listened": tost(margin),
-        "pval_z": wald_pval_greater(logit, se),
-    })
+    table = pd.concat([pd.DataFrame({"condition": names}),
+                       logit_inference(logit, se, df, margin, confidence, chance, lapse_share)],
+                      axis=1)
+    table["pval_z"] = wald_pval_greater(logit, se)
     table["dprime"] = dprime_abx(table["accuracy"].to_numpy())
     table["dprime_low"] = dprime_abx(table["ci_low"].to_numpy())
     table["dprime_high"] = dprime_abx(table["ci_high"].to_numpy())
@@ -320,6 +293,56 @@ def glmm_verdicts(
     table["singular"] = fit.singular
     table["model_choice"] = fit.reason
     return table
+
+
+def logit_inference(
+    logit: np.ndarray,
+    se: np.ndarray,
+    df: np.ndarray,
+    margin: float = 0.1,
+    confidence: float = 0.95,
+    chance: float = CHANCE,
+    lapse_share: float = LAPSE_SHARE,
+) -> pd.DataFrame:
+    """The realism verdicts' tests and intervals from each condition's logit, its standard
+    error and degrees of freedom: what :func:`glmm_verdicts` states per condition, and what
+    the planning tables recompute from stored estimates (:mod:`analysis.power`) when only the
+    margin or the lapse share changes. Columns as in :func:`mixed_logistic`, before Holm.
+
+    >>> row = logit_inference(np.array([0.2]), np.array([0.1]), np.array([15.0])).iloc[0]
+    >>> [round(float(row[name]), 4) for name in ("accuracy", "pval", "tost_pval")]
+    [0.5498, 0.032, 0.0861]
+    """
+    logit, se, df = (np.asarray(x, dtype=float) for x in (logit, se, df))
+    # t(df) in place of z: with 8-16 sources the stimulus variance, estimated from those few
+    # sources, carries much of a logit's standard error; z intervals then covered the truth in
+    # 90-92% of simulated studies (docs/analysis.md, Calibration design by design).
+    quantile = stats.t.ppf(1 - (1 - confidence) / 2, df)
+
+    def tost(half_width: float) -> np.ndarray:
+        low, high = _logit(np.array([chance - half_width, chance + half_width]))
+        return np.maximum(stats.t.sf((logit - low) / se, df), stats.t.cdf((logit - high) / se, df))
+
+    # The equivalence verdict must survive listeners who answer at random: a share s of them
+    # moves an accuracy p to (1 - s) p + s / 2, towards chance, so "within the margin for
+    # the listeners who listened" needs the observed accuracy within (1 - s) x margin.
+    robust_margin = margin * (1 - lapse_share)
+    ci_low, ci_high = _expit(logit - quantile * se), _expit(logit + quantile * se)
+    return pd.DataFrame({
+        "logit": logit,
+        "se": se,
+        "df": df,
+        "accuracy": _expit(logit),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "ci_low_lapses": undo_lapses(ci_low, lapse_share, chance, side="low"),
+        "ci_high_lapses": undo_lapses(ci_high, lapse_share, chance, side="high"),
+        "pval": stats.t.sf(logit / se, df),
+        "tost_low": chance - robust_margin,
+        "tost_high": chance + robust_margin,
+        "tost_pval": tost(robust_margin),
+        "tost_pval_all_listened": tost(margin),
+    })
 
 
 def component_df(fit, condition: str, conditions: list[str], se: float) -> float:

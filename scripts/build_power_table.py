@@ -18,11 +18,16 @@ missing ones run first, and the file is rewritten after each design, so a run cu
 (derived from its numbers), so a row can be recomputed on its own and must come out the same
 (tests/analysis/test_analysis_power.py does that for one row of each table).
 
-The lme4 fits of every design are kept in ``.cache/power/<kind>/`` (not in git): when only the
-verdict rules change (the inference, the lapse share), ``--refresh`` recomputes every stored
-row from them in seconds instead of refitting for hours. ``--inattentive`` simulates the same
-designs with 15 % unflagged random responders and 20 % of listeners stopping halfway into
-``sightsound_stats/power_realism_inattentive.json`` (the docs' table; nothing reads it).
+The lme4 fits of every design are kept in ``.cache/power/<kind>/`` (not in git), and for the
+realism tables each simulated study's condition estimates (logit, SE, df: all the verdicts
+read) in ``sightsound_stats/power_estimates/`` (in git, a few kB per design): when only the
+verdict rules change (the margin, the lapse share), ``--refresh`` recomputes every stored row
+from them in seconds instead of refitting for hours, on any machine; ``--lapse-share`` sets
+the share the equivalence verdicts must survive (``--shares 0.15,0.2,0.25`` prints the false
+"equivalent" of every stored design at each, to choose it by simulation). ``--inattentive``
+simulates the same designs with 15 % unflagged random responders and 20 % of listeners
+stopping halfway into ``sightsound_stats/power_realism_inattentive.json`` (the docs' table;
+nothing reads it).
 """
 
 from __future__ import annotations
@@ -35,16 +40,20 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.calibration import CalibrationDesign  # noqa: E402
 from analysis.power import (  # noqa: E402
     PLANNING_ACCURACIES,
     PLANNING_SHIFTS,
-    glmm_power_rows,
+    glmm_power_rows_from_estimates,
     lmm_power_rows,
     rating_planning_fits,
+    realism_estimates,
     realism_planning_fits,
+    realism_truth,
 )
 from analysis.realism import LAPSE_SHARE  # noqa: E402
 from sightsound_stats import planning  # noqa: E402
@@ -53,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = planning.TABLES
 INATTENTIVE_TABLE = ROOT / "sightsound_stats" / "power_realism_inattentive.json"
 CACHE = ROOT / ".cache" / "power"
+ESTIMATES = ROOT / "sightsound_stats" / "power_estimates"
 # The inattention of issue 21: listeners who pass every screen but answer at random, and
 # listeners who stop halfway.
 INATTENTION = {"random_responder_share": 0.15, "dropout_share": 0.2}
@@ -81,7 +91,8 @@ def design_seed(participants: int, sources: int, sources_heard: int, repeats: in
     return participants * 1_000_000 + sources * 10_000 + sources_heard * 100 + repeats
 
 
-def assumptions(kind: str, simulations: int, inattentive: bool = False) -> dict:
+def assumptions(kind: str, simulations: int, inattentive: bool = False,
+                lapse_share: float = LAPSE_SHARE) -> dict:
     """What every row was simulated under; a file with other assumptions is started afresh."""
     defaults = asdict(CalibrationDesign())
     variance = {name.removeprefix("rating_"): defaults[name] for name in VARIANCE_FIELDS[kind]}
@@ -90,11 +101,11 @@ def assumptions(kind: str, simulations: int, inattentive: bool = False) -> dict:
             "model": "correct ~ 0 + condition + crossed random effects (the report's ladder), "
                      "fitted by lme4::glmer",
             "inference": "Wald t on the logit, df = min(Welch-Satterthwaite, sources - 1); "
-                         f"equivalence robust to {LAPSE_SHARE:.0%} random responders",
+                         f"equivalence robust to {lapse_share:.0%} random responders",
             "variance_sd_logit": variance,
             "accuracies": list(PLANNING_ACCURACIES),
             "equivalence_margin": MARGIN,
-            "lapse_share": LAPSE_SHARE,
+            "lapse_share": lapse_share,
             "alpha": ALPHA,
             "max_conditions": MAX_CONDITIONS,
             "simulations_per_design": simulations,
@@ -139,22 +150,83 @@ def design_fits(kind: str, participants: int, sources: int, heard: int, simulati
     return fitted
 
 
+def estimates_path(participants: int, sources: int, heard: int, simulations: int,
+                   inattentive: bool = False, root: Path = ESTIMATES) -> Path:
+    """Where one realism design's per-study estimates are kept (gzip'd CSV, in git)."""
+    table = "realism_inattentive" if inattentive else "realism"
+    return root / table / f"{participants}x{sources}x{heard}_{simulations}.csv.gz"
+
+
+def design_estimates(participants: int, sources: int, heard: int, simulations: int,
+                     cores: int = 2, inattentive: bool = False, cache: Path | None = CACHE,
+                     root: Path | None = ESTIMATES) -> pd.DataFrame:
+    """One realism design's per-study condition estimates: stored under ``root``, else from
+    its fits (:func:`design_fits`), then stored (``root=None``: from the fits, not stored).
+    The file is byte-for-byte reproducible (gzip without a time stamp, floats written
+    exactly, so reading it back gives the very numbers the fits gave)."""
+    path = (estimates_path(participants, sources, heard, simulations, inattentive, root)
+            if root is not None else None)
+    if path is not None and path.exists():
+        return pd.read_csv(path)
+    _, conditions, fits = design_fits("realism", participants, sources, heard, simulations,
+                                      cores, inattentive, cache)
+    estimates = realism_estimates(conditions, fits)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        estimates.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
+        estimates = pd.read_csv(path)  # the numbers as every later refresh will read them
+    return estimates
+
+
 def design_table(kind: str, participants: int, sources: int, heard: int,
                  simulations: int, cores: int = 2, inattentive: bool = False,
-                 cache: Path | None = CACHE) -> list[dict]:
-    """The rows of one design, simulated with that design's own seed (or read from the
-    cache of fits), the verdicts by today's rules."""
-    truth, conditions, fits = design_fits(kind, participants, sources, heard, simulations,
-                                          cores, inattentive, cache)
+                 cache: Path | None = CACHE, lapse_share: float = LAPSE_SHARE,
+                 estimates: Path | None = ESTIMATES) -> list[dict]:
+    """The rows of one design, simulated with that design's own seed (or read from its stored
+    estimates or cached fits), the verdicts by today's rules."""
     if kind == "realism":
-        rows = glmm_power_rows(truth, conditions, fits, simulations, MARGIN, ALPHA,
-                               MAX_CONDITIONS)
+        estimates = design_estimates(participants, sources, heard, simulations, cores,
+                                     inattentive, cache, estimates)
+        rows = glmm_power_rows_from_estimates(realism_truth(PLANNING_ACCURACIES), estimates,
+                                              simulations, MARGIN, ALPHA, MAX_CONDITIONS,
+                                              lapse_share)
     else:
+        truth, conditions, fits = design_fits(kind, participants, sources, heard, simulations,
+                                              cores, inattentive, cache)
         rows = lmm_power_rows(truth, conditions, fits, simulations, ALPHA, MAX_CONDITIONS)
     design = {"participants": participants, "sources": sources, "sources_heard": heard}
     if kind == "realism":
         design["repeats"] = 1
     return [{**design, **row} for row in rows.to_dict("records")]
+
+
+def false_equivalent_by_share(shares: list[float], simulations: int,
+                              inattentive: bool) -> str:
+    """Per stored design, the false "equivalent" at accuracy 0.6 under each lapse share, and
+    pooled: the evidence for choosing ``--lapse-share`` by simulation."""
+    truth = realism_truth(PLANNING_ACCURACIES)
+    folder = estimates_path(1, 1, 1, simulations, inattentive).parent
+    lines = ["| listeners x sources x heard | studies | "
+             + " | ".join(f"s = {s:g}" for s in shares) + " |",
+             "|---|---|" + "---|" * len(shares)]
+    pooled: dict[float, list[float]] = {s: [] for s in shares}
+    paths = sorted(folder.glob(f"*_{simulations}.csv.gz"),
+                   key=lambda p: tuple(int(n) for n in p.name.split("_")[0].split("x")))
+    for path in paths:
+        estimates = pd.read_csv(path)
+        cells = []
+        for share in shares:
+            rows = glmm_power_rows_from_estimates(truth, estimates, simulations, MARGIN, ALPHA,
+                                                  1, share)
+            value = float(rows.loc[rows["accuracy"] == 0.6, "equivalent_1"].iloc[0])
+            pooled[share].append(value)
+            cells.append(f"{100 * value:.1f} %")
+        name = path.name.split("_")[0].replace("x", " x ")
+        lines.append(f"| {name} | {estimates['study'].nunique()} | " + " | ".join(cells) + " |")
+    lines.append("| pooled (worst) | | " + " | ".join(
+        f"{100 * sum(v) / max(len(v), 1):.1f} % ({100 * max(v, default=0):.1f} %)"
+        for v in pooled.values()) + " |")
+    return "\n".join(lines)
 
 
 def markdown(table: dict, kind: str) -> str:
@@ -229,15 +301,27 @@ def main() -> None:
     parser.add_argument("--designs", help="only these, e.g. 40x8x4,160x32x8")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table's calibration summary for docs/analysis.md and stop")
+    parser.add_argument("--backfill", action="store_true",
+                        help="realism: store the estimates of designs already in the table "
+                        "(refitted from their seeds; each row must come out as stored)")
+    parser.add_argument("--lapse-share", type=float, default=LAPSE_SHARE,
+                        help="realism: the share of random responders 'equivalent' must survive")
+    parser.add_argument("--shares", help="realism: print the false 'equivalent' at 0.6 of "
+                        "every design with stored estimates at these lapse shares (e.g. "
+                        "0.15,0.2) and stop")
     args = parser.parse_args()
     if args.inattentive and args.kind != "realism":
         parser.error("--inattentive is for the realism table")
     args.table = args.table or (INATTENTIVE_TABLE if args.inattentive else TABLES[args.kind])
 
+    if args.shares:
+        print(false_equivalent_by_share([float(v) for v in args.shares.split(",")],
+                                        args.simulations, args.inattentive))
+        return
     if args.markdown:
         print(markdown(json.loads(args.table.read_text(encoding="utf-8")), args.kind))
         return
-    wanted = assumptions(args.kind, args.simulations, args.inattentive)
+    wanted = assumptions(args.kind, args.simulations, args.inattentive, args.lapse_share)
     rows: list[dict] = []
     if args.table.exists():
         stored = json.loads(args.table.read_text(encoding="utf-8"))
@@ -248,15 +332,18 @@ def main() -> None:
         chosen = {tuple(int(n) for n in d.split("x")) for d in args.designs.split(",")}
         grid = [d for d in grid if d in chosen]
     if args.refresh:
-        # Recomputed from the cache where its fits are; a design without them goes.
+        # Recomputed from the stored estimates or the cached fits; a design without either
+        # goes (it is simulated again below).
         kept = []
         for design in sorted({(r["participants"], r["sources"], r["sources_heard"])
                               for r in rows}):
             suffix = "_inattentive" if args.inattentive else ""
             name = f"{design[0]}_{design[1]}_{design[2]}_{args.simulations}{suffix}.pkl"
-            if (CACHE / args.kind / name).exists():
+            stored = (args.kind == "realism" and estimates_path(
+                *design, args.simulations, args.inattentive).exists())
+            if stored or (CACHE / args.kind / name).exists():
                 kept.extend(design_table(args.kind, *design, args.simulations, args.cores,
-                                         args.inattentive))
+                                         args.inattentive, lapse_share=args.lapse_share))
         rows = kept
     # Rows of designs no longer in the grid go: the hint reads whole designs.
     full_grid = [(p, s, m) for p in PARTICIPANTS[args.kind] for s, m in SOURCES_HEARD[args.kind]]
@@ -273,13 +360,36 @@ def main() -> None:
 
     write()
     started = time.perf_counter()
+    if args.backfill and args.kind == "realism":
+        # Rows stored before the estimates were kept may come from an older version of the
+        # fitting code (the ladder changed while the tables were built): the refit under
+        # today's code replaces them, and every cell that moved is printed.
+        missing = sorted((d for d in done if d in grid and not estimates_path(
+            *d, args.simulations, args.inattentive).exists()), key=lambda d: d[0] * d[2])
+        for design in missing:
+            if time.perf_counter() - started > args.budget_minutes * 60:
+                break
+            tick = time.perf_counter()
+            stored = [r for r in rows
+                      if (r["participants"], r["sources"], r["sources_heard"]) == design]
+            again = design_table(args.kind, *design, args.simulations, args.cores,
+                                 args.inattentive, lapse_share=args.lapse_share)
+            moved = [f"{before['accuracy']} {key} {before.get(key)} -> {after[key]}"
+                     for before, after in zip(stored, again, strict=True) for key in after
+                     if before.get(key) != after[key] and key != "mean_accuracy"]
+            outcome = "the rows as stored" if not moved else "rows moved: " + "; ".join(moved)
+            print(f"{' x '.join(map(str, design))}: estimates stored, {outcome} "
+                  f"({time.perf_counter() - tick:.1f} s)", flush=True)
+            rows[:] = [r for r in rows if r not in stored] + again
+            write()
+        todo = []
     for participants, sources, heard in todo:
         if time.perf_counter() - started > args.budget_minutes * 60:
             print(f"budget spent; {len(todo)} designs were missing at the start", flush=True)
             break
         tick = time.perf_counter()
         rows.extend(design_table(args.kind, participants, sources, heard, args.simulations,
-                                 args.cores, args.inattentive))
+                                 args.cores, args.inattentive, lapse_share=args.lapse_share))
         write()
         print(f"{participants:4d} listeners x {sources:2d} sources, {heard:2d} heard: "
               f"{time.perf_counter() - tick:6.1f} s", flush=True)

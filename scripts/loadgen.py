@@ -230,13 +230,29 @@ class Unavailable(Exception):
     """The server did not answer (down, restarting): the client waits and tries again."""
 
 
-async def request(session, recorder: Recorder, name: str, method: str, url: str, **kwargs):
+async def request(
+    session,
+    recorder: Recorder,
+    name: str,
+    method: str,
+    url: str,
+    *,
+    keep_body: bool = True,
+    **kwargs,
+):
+    """One request, timed until its last byte arrived. `keep_body=False` (media) reads every
+    byte as a browser's audio element does but keeps none: the body comes back as b''."""
     import aiohttp
 
     started = time.perf_counter()
     try:
         async with session.request(method, url, allow_redirects=False, **kwargs) as response:
-            body = await response.read()
+            if keep_body:
+                body = await response.read()
+            else:
+                async for _ in response.content.iter_chunked(1 << 17):
+                    pass
+                body = b""
             status = response.status
             headers = response.headers
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
@@ -302,8 +318,9 @@ async def play_participant(
                     shown.append(trial)
                 for src in MEDIA_SRC.findall(html):
                     status, _, _ = await request(
-                        session, recorder, "media", "GET", base + src, headers={"Range": "bytes=0-"}
-                    )
+                        session, recorder, "media", "GET", base + src,
+                        headers={"Range": "bytes=0-"}, keep_body=False,
+                    )  # fmt: skip
                     if status != 206:
                         recorder.errors[f"media {status}"] += 1
                 data = fill_form(html, rng)
@@ -334,19 +351,24 @@ async def run_participants(
     request_timeout: float = 10.0,
     think: tuple[float, float] | None = None,
     ramp: float = 0.0,
+    keep_alive: bool = False,
 ) -> float:
     """`participants` participants, at most `concurrency` at a time; returns the wall time.
     `think`: human pace (play_participant); `ramp`: arrivals spread evenly over so many
-    seconds (a study opening on Prolific), the first at once."""
+    seconds (a study opening on Prolific), the first at once. `keep_alive`: each participant
+    keeps its connections open between requests as a browser does (at most six, idle ones
+    closed after 60 s, nginx's keepalive_timeout being 65 s); without it every request opens
+    a connection of its own (gunicorn's sync workers close each one anyway)."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=True)
     timeout = aiohttp.ClientTimeout(total=request_timeout)
 
     def make_session():
+        own = aiohttp.TCPConnector(limit=6, keepalive_timeout=60) if keep_alive else None
         return aiohttp.ClientSession(
-            connector=connector,
-            connector_owner=False,
+            connector=own or connector,
+            connector_owner=own is not None,
             timeout=timeout,
             cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies for 127.0.0.1
         )
@@ -377,7 +399,11 @@ async def run_participants(
 
 
 async def run_bare(
-    base: str, requests: int, concurrency: int, recorder: Recorder, path: str = "/healthz",
+    base: str,
+    requests: int,
+    concurrency: int,
+    recorder: Recorder,
+    path: str = "/healthz",
     name: str = "healthz",
 ) -> float:
     """The ceiling: the same number of requests to /healthz at the same concurrency (or to
@@ -549,6 +575,26 @@ def summary(recorder: Recorder, bare: Recorder, loop_seconds: float, bare_second
     }
 
 
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_client(coroutine, use_uvloop: bool = True):
+    """asyncio.run, on uvloop's event loop when it is installed (the dev extra has it) and
+    wanted: the client shares the two cores with the servers it measures, so its own CPU per
+    request counts against them (docs/operations.md compares the two loops)."""
+    if not (use_uvloop and _has_uvloop()):
+        return asyncio.run(coroutine)
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--participants", type=int, default=500)
@@ -579,7 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ramp", type=float, default=0.0, help="seconds over which participants arrive"
     )
+    parser.add_argument(
+        "--asyncio-loop", action="store_true",
+        help="the client on asyncio's own event loop instead of uvloop's (for comparison)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+
+    def client(coroutine):
+        return run_client(coroutine, use_uvloop=not args.asyncio_loop)
+
     most = args.participants if args.think else 256
     if not 1 <= args.participants <= 5000 or not 1 <= args.concurrency <= most:
         parser.error(f"participants must be 1..5000 and concurrency 1..{most}")
@@ -615,17 +669,17 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(server.stop)
             base, groups = server.base, {server.process.pid}
         bare = Recorder()
-        asyncio.run(run_bare(base, 200, bare_concurrency, Recorder()))  # warm-up
+        client(run_bare(base, 200, bare_concurrency, Recorder()))  # warm-up
         # The ceiling is measured twice, half before and half after the study, because a shared
         # machine's speed drifts by tens of per cent over minutes: a ceiling taken only on one
         # side of the study would skew the ratio by as much.
         half = max(1, args.participants * 31)  # about half the demo study's trial-loop requests
         cpu_before_bare = cpu_seconds(groups)
-        bare_seconds_before = asyncio.run(run_bare(base, half, bare_concurrency, bare))
+        bare_seconds_before = client(run_bare(base, half, bare_concurrency, bare))
         bare_before = len(bare.latencies["healthz"])
         recorder = Recorder()
         cpu_before_study = cpu_seconds(groups)
-        study_seconds = asyncio.run(
+        study_seconds = client(
             run_participants(
                 base,
                 entry,
@@ -635,12 +689,13 @@ def main(argv: list[str] | None = None) -> int:
                 time_limit=args.time_limit,
                 think=tuple(args.think) if args.think else None,
                 ramp=args.ramp,
+                keep_alive=bool(args.shape),  # nginx keeps a browser's connections open
             )
         )
         cpu_after_study = cpu_seconds(groups)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
         after = max(1, loop_requests - bare_before)  # in all, as many as the trial loop made
-        bare_seconds_after = asyncio.run(run_bare(base, after, bare_concurrency, bare))
+        bare_seconds_after = client(run_bare(base, after, bare_concurrency, bare))
         cpu_after_bare = cpu_seconds(groups)
         figures = summary(recorder, bare, study_seconds, bare_seconds_before + bare_seconds_after)
         figures["healthz_requests_per_s_before_after"] = [
@@ -683,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             static = Recorder()
             count = min(len(bare.latencies["healthz"]), 20_000)  # a rate: no need for more
             cpu_before_static = cpu_seconds(groups)
-            static_seconds = asyncio.run(run_bare(
+            static_seconds = client(run_bare(
                 base, count, bare_concurrency, static, "/static/00000000/ceiling.wav", "static"
             ))  # fmt: skip
             cpu_after_static = cpu_seconds(groups)
@@ -696,6 +751,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         figures["setup"]["think_seconds"] = args.think
         figures["setup"]["ramp_seconds"] = args.ramp
+        figures["setup"]["client"] = {
+            "event_loop": "asyncio" if args.asyncio_loop or not _has_uvloop() else "uvloop",
+            "connections": "kept open per participant (browser-like)"
+            if args.shape
+            else "one per request",
+        }
         figures["integrity"] = verify(url, recorder)
         if args.shape and shape.media is not None:  # the media nginx sent from renditions
             log = shape.media.access_log

@@ -52,13 +52,22 @@ def postgres_ready() -> None:
         pytest.skip(f"PostgreSQL not reachable: {problem}")
 
 
+# Which databases the `database` tests run on: both by default (`make test`); `make test-fast`
+# sets SIGHTSOUND_TEST_DATABASES=sqlite, so the quick loop needs no PostgreSQL server either.
+TEST_DATABASES = tuple(
+    name.strip()
+    for name in os.environ.get("SIGHTSOUND_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if name.strip() in ("sqlite", "postgresql")
+) or ("sqlite", "postgresql")
+
+
 def pytest_generate_tests(metafunc):
     """A test using `database` runs once per database: SQLite and PostgreSQL, or SQLite alone
     where it is marked `sqlite_only` (it keeps its plain test id then)."""
     if "database" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
         "sqlite_only"
     ):
-        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+        metafunc.parametrize("database", list(TEST_DATABASES), indirect=True)
 
 
 @pytest.fixture

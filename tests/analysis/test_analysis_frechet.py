@@ -104,6 +104,7 @@ def write_set(root: Path) -> Path:
     return root
 
 
+@pytest.mark.model  # a tiny EnCodec
 def test_encodec_embedding_from_a_local_folder(encodec_folder, tmp_path):
     embedding = objective.load_embedding(f"encodec:{encodec_folder}")
     frames = embedding(np.zeros(RATE), RATE)
@@ -123,6 +124,7 @@ def test_learned_embeddings_never_download(tmp_path):
         objective.load_embedding(f"encodec:{tmp_path / 'facebook' / 'encodec_24khz'}")
 
 
+@pytest.mark.model  # a tiny EnCodec
 def test_cli_with_a_learned_embedding(encodec_folder, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "analysis", "objective", str(write_set(tmp_path / "set")),

@@ -1,5 +1,6 @@
 """Power planning: analytic answers agree with simulations of the design."""
 
+import pandas as pd
 import pytest
 
 from analysis import power
@@ -76,8 +77,31 @@ def test_shipped_power_table_rows_come_from_the_simulation(kind):
     """A row of sightsound_stats/power_<kind>.json (the designer's power hint), redone from its seed
     by the function and settings scripts/build_power_table.py used, comes out identical: the
     table is the simulation's output, not numbers typed in."""
-    import importlib.util
     import json
+
+    build = _build_script()
+    table = json.loads(build.TABLES[kind].read_text())
+    simulations = table["assumptions"]["simulations_per_design"]
+    assert table["assumptions"] == build.assumptions(kind, simulations)
+    design = (20, 8, 2)  # the cheapest design (10-20 s)
+    stored = [r for r in table["rows"]
+              if (r["participants"], r["sources"], r["sources_heard"]) == design]
+    if kind == "ratings":
+        # cache=None: refitted here, not read from a cache of fits this machine may hold.
+        assert stored and build.design_table(kind, *design, simulations, cache=None) == stored
+        return
+    # Realism rows come from the design's stored estimates (what --refresh recomputes them
+    # from on any machine): those must be the refit's, and the rows the stored ones.
+    path = build.estimates_path(*design, simulations)
+    assert stored and path.exists(), path
+    refitted = build.design_estimates(*design, simulations, cache=None, root=None)
+    pd.testing.assert_frame_equal(pd.read_csv(path), refitted.reset_index(drop=True),
+                                  check_exact=False, rtol=1e-12)
+    assert build.design_table(kind, *design, simulations, cache=None) == stored
+
+
+def _build_script():
+    import importlib.util
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
@@ -85,11 +109,36 @@ def test_shipped_power_table_rows_come_from_the_simulation(kind):
                                                   root / "scripts" / "build_power_table.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    table = json.loads(build.TABLES[kind].read_text())
-    simulations = table["assumptions"]["simulations_per_design"]
-    assert table["assumptions"] == build.assumptions(kind, simulations)
-    design = (20, 8, 2)  # the cheapest design (10-20 s)
+    return build
+
+
+def test_realism_rows_are_recomputed_from_stored_estimates_for_any_lapse_share():
+    """The stored per-study estimates give the shipped rows again without R, and a larger
+    lapse share changes only the equivalence columns, and only downwards (its margin is
+    narrower): what --refresh and --shares rely on."""
+    import json
+
+    build = _build_script()
+    design, simulations = (20, 8, 2), 200
+    estimates = pd.read_csv(build.estimates_path(*design, simulations))
+    assert set(estimates.columns) == {"study", "condition", "logit", "se", "df"}
+    assert estimates["study"].nunique() == simulations
+    table = json.loads(build.TABLES["realism"].read_text())
     stored = [r for r in table["rows"]
               if (r["participants"], r["sources"], r["sources_heard"]) == design]
-    # cache=None: refitted here, not read from a cache of fits this machine may hold.
-    assert stored and build.design_table(kind, *design, simulations, cache=None) == stored
+    truth = power.realism_truth()
+    again = power.glmm_power_rows_from_estimates(truth, estimates, simulations, 0.1, 0.05, 6,
+                                                 table["assumptions"]["lapse_share"])
+    assert again.to_dict("records") == [
+        {k: v for k, v in row.items() if k not in ("participants", "sources", "sources_heard",
+                                                   "repeats")} for row in stored]
+    wider = power.glmm_power_rows_from_estimates(truth, estimates, simulations, 0.1, 0.05, 6,
+                                                 0.3)
+    unchanged = [c for c in again.columns
+                 if not c.startswith(("equivalent_", "coverage_lapses"))]
+    pd.testing.assert_frame_equal(again[unchanged], wider[unchanged])
+    for k in range(1, 7):
+        assert (wider[f"equivalent_{k}"] <= again[f"equivalent_{k}"]).all()
+    # Choosing the share by simulation: the table of false "equivalent" per share.
+    printed = build.false_equivalent_by_share([0.15, 0.3], simulations, inattentive=False)
+    assert "| 20 x 8 x 2 | 200 |" in printed and "s = 0.3" in printed

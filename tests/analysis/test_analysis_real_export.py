@@ -71,10 +71,10 @@ def _stop_after(app, token: str, answered: int) -> None:
     ("design", "long_clips"),
     [
         (REPO_ROOT / "stimuli" / "demo_study.yaml", False),
-        (REPO_ROOT / "tests" / "data" / "new_types_study.yaml", False),
+        (REPO_ROOT / "tests" / "data" / "mushra_similarity_fit_study.yaml", False),
         (REPO_ROOT / "tests" / "data" / "p808_2afc_study.yaml", True),
     ],
-    ids=["demo", "new_types", "p808_2afc"],
+    ids=["demo", "mushra_similarity_fit", "p808_2afc"],
 )
 def test_the_apps_export_of_a_running_study_loads(
     app, make_study, long_demo_set_dir, tmp_path, design, long_clips

@@ -101,13 +101,13 @@ def test_helpers():
     assert np.isclose(results[0].balanced_accuracy, 0.5)
 
 
-def test_new_trial_types_are_blind(app, make_study, long_demo_set_dir):
+def test_every_trial_type_is_blind(app, make_study, long_demo_set_dir):
     """The same audit on every trial type added after ABX and emotion rating: MUSHRA's hidden
     slots (its labelled Reference is open by design and left out), similarity, fit rating, the
     2AFC fit preference and P.808 ACR (gold-high items are the reference clip too)."""
     from pathlib import Path
 
-    design = Path(__file__).parents[1] / "data" / "audit_new_types.yaml"
+    design = Path(__file__).parents[1] / "data" / "audit_every_trial_type.yaml"
     slug, _ = make_study(design, long_demo_set_dir)
     observations = collect(app, slug, participants=12, seed=2)
     types = {"mushra", "similarity", "fit_rating", "fit_preference", "acr"}

@@ -49,7 +49,7 @@ DEMO_DESIGN = Path(__file__).parents[2] / "stimuli" / "demo_study.yaml"
 # Every trial type, on the stimulus set it needs (P.808 trapping clips need 5 s clips).
 STUDIES = {
     "demo": (DEMO_DESIGN, "demo_set_dir"),
-    "mushra-similarity-fit": (DATA / "new_types_study.yaml", "demo_set_dir"),
+    "mushra-similarity-fit": (DATA / "mushra_similarity_fit_study.yaml", "demo_set_dir"),
     "p808-2afc": (DATA / "p808_2afc_study.yaml", "long_demo_set_dir"),
 }
 SCRIPT_SRC = re.compile(r'<script src="([^"]+)"')

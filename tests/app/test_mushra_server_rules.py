@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from study_app.extensions import db
 from study_app.models import Response
 
-DESIGN = Path(__file__).parents[1] / "data" / "new_types_study.yaml"
+DESIGN = Path(__file__).parents[1] / "data" / "mushra_similarity_fit_study.yaml"
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from study_app.stimulus_set import load_stimulus_set
 from study_app.trial_types import AnswerError, get_trial_type
 from study_app.trial_types.mushra import ANCHOR_CUTOFFS, anchor_wav_bytes, post_screening_flag
 
-DESIGN = Path(__file__).parents[1] / "data" / "new_types_study.yaml"
+DESIGN = Path(__file__).parents[1] / "data" / "mushra_similarity_fit_study.yaml"
 
 
 # BS.1534-3 post-screening ----------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_similarity_and_fit_are_latin_squares():
 
 
 @pytest.fixture
-def new_types_study(make_study):
+def mushra_similarity_fit_study(make_study):
     return make_study(DESIGN)
 
 
@@ -198,8 +198,8 @@ def _answers(page, clicked: list):
     return data
 
 
-def test_new_types_flow_and_export(app, client, new_types_study):
-    slug, token = new_types_study
+def test_mushra_similarity_fit_flow_and_export(app, client, mushra_similarity_fit_study):
+    slug, token = mushra_similarity_fit_study
     step = start(client, token)
     clicked: list = []
     media_by_type: dict[str, list[str]] = {}
@@ -266,8 +266,10 @@ def test_new_types_flow_and_export(app, client, new_types_study):
     assert all(r["mushra_score"] == "" for r in rows if r["trial_type"] != "mushra")
 
 
-def test_mushra_anchor_and_hidden_reference_are_served_blind(app, client, new_types_study):
-    _, token = new_types_study
+def test_mushra_anchor_and_hidden_reference_are_served_blind(
+    app, client, mushra_similarity_fit_study
+):
+    _, token = mushra_similarity_fit_study
     step = start(client, token)
     client.post(read_page(client.get(step)).action, data={"consent": "yes"})
     page = read_page(client.get(step))

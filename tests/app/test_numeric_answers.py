@@ -1,7 +1,7 @@
 """Issue 13: every number a participant posts (response time, play counts, ratings, counts) is
 a finite whole number in its range, or the answer is refused with a 400 naming the field and
 nothing is stored. Run on SQLite and PostgreSQL, through every answerable trial type except
-MUSHRA (its own scores are checked in test_trial_types_new.py)."""
+MUSHRA (its own scores are checked in test_mushra_similarity_fit.py)."""
 
 from __future__ import annotations
 

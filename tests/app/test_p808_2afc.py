@@ -511,7 +511,9 @@ def _diff(pages: set[str]) -> str:
     return "\n".join(difflib.unified_diff(first.splitlines(), second.splitlines(), lineterm=""))
 
 
-def test_designer_offers_the_new_types_and_round_trips_them(app, make_study, long_demo_set_dir):
+def test_designer_offers_the_p808_and_2afc_types_and_round_trips_them(
+    app, make_study, long_demo_set_dir
+):
     import yaml
 
     from study_app.design import read_design_file

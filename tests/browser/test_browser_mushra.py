@@ -27,7 +27,7 @@ from study_app.models import Study
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sqlite_only]
 
-DESIGN = Path(__file__).parents[1] / "data" / "new_types_study.yaml"
+DESIGN = Path(__file__).parents[1] / "data" / "mushra_similarity_fit_study.yaml"
 VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
 BANDS = ["Excellent", "Good", "Fair", "Poor", "Bad"]
 # Pixels of the canvas that are not its plain background: the drawn waveform (and playhead).

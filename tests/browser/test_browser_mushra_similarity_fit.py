@@ -19,7 +19,7 @@ from study_app.models import Study
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sqlite_only]
 
-DESIGN = Path(__file__).parents[1] / "data" / "new_types_study.yaml"
+DESIGN = Path(__file__).parents[1] / "data" / "mushra_similarity_fit_study.yaml"
 
 # Sample (video time - audio time) on every animation frame while the clip plays.
 SAMPLE_DRIFT = """
@@ -99,7 +99,7 @@ def _mushra_screen(page, screen: int) -> dict:
     return {"scores": scores, "plays": {s: "1" for s in slots}}
 
 
-def test_new_types_in_chromium(app, live_server, browser_page):
+def test_mushra_similarity_fit_in_chromium(app, live_server, browser_page):
     page = browser_page
     with app.app_context():
         entry = db.session.scalar(select(Study.entry_token))

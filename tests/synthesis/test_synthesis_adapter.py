@@ -19,6 +19,9 @@ from synthesis.training.adapter import (
     train_adapter,
 )
 
+# Every test here builds or runs a model: left out of `make test-fast`.
+pytestmark = pytest.mark.model
+
 
 def test_delay_pattern_of_targets():
     codes = torch.arange(6).view(1, 2, 3)  # K=2 codebooks, F=3 frames

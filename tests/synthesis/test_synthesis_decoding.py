@@ -17,6 +17,9 @@ from synthesis.models import (
     text_conditioning,
 )
 
+# Every test here builds or runs a model: left out of `make test-fast`.
+pytestmark = pytest.mark.model
+
 CODEBOOKS = 4
 START = 64  # the tiny decoder's vocab_size: its start/pad token
 

@@ -25,6 +25,9 @@ from synthesis.pipeline import generate_set
 from synthesis.training.gan import prepare_examples, train_gan, training_throughput
 from synthesis.video import file_sha256
 
+# Every test here builds or runs a model: left out of `make test-fast`.
+pytestmark = pytest.mark.model
+
 EMBEDDING_SIZE = 32  # the tiny ViT's width
 LOSS_FIELDS = ("generator", "discriminator", "adversarial", "feature_matching", "reconstruction")
 

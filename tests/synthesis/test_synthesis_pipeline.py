@@ -19,6 +19,9 @@ from synthesis.manifest import schema_problems
 from synthesis.pipeline import generate_set
 from synthesis.video import file_sha256
 
+# Every test here builds or runs a model: left out of `make test-fast`.
+pytestmark = pytest.mark.model
+
 MUSICGEN_CONDITIONS = ("vit_adapter", "text_bridge", "mismatched", "vit_score")
 SCORE_CONDITIONS = ("score_render", "score_diffusion")  # the tiny config's other conditions
 

@@ -304,6 +304,7 @@ def test_a_missing_soundfont_stops_the_run_before_any_video_is_read(
 # Spectrogram diffusion
 
 
+@pytest.mark.model  # a tiny model run
 def test_diffusion_chunks_cover_the_whole_segment(tmp_path, score_maker):
     import torch
     from diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils import MidiProcessor
@@ -352,6 +353,7 @@ def diffusion_hashes(out: pathlib.Path) -> dict[str, str]:
     return {c["id"]: c["sha256"] for c in manifest["clips"] if c["condition"] == "score_diffusion"}
 
 
+@pytest.mark.model  # a tiny model run
 def test_score_diffusion_clips_same_seed_same_bytes(urmp_folder, tmp_path):
     config = score_config(["reference", "score_diffusion"])
     first = generate_set(urmp_folder, tmp_path / "one", config, "cpu", log=quiet)
@@ -401,6 +403,7 @@ def test_score_chroma_comes_from_the_notes(tmp_path, score_maker):
     assert list(silent.argmax(1)) == [0] * len(silent)  # no notes: pitch class 0, as for audio
 
 
+@pytest.mark.model  # a tiny model run
 def test_the_score_s_chroma_and_the_video_both_reach_melody_s_logits():
     import torch
 
@@ -472,6 +475,7 @@ def test_a_drum_only_window_says_drums_and_not_piano(tmp_path):
     assert (reread.programs(), reread.has_drums(), reread.note_count) == ([], True, 8)
 
 
+@pytest.mark.model  # a tiny model run
 def test_vit_score_gives_an_unpitched_window_melody_s_no_melody(tmp_path):
     """Drums only: the chroma prefix is MusicGen-melody's "no melody" (the same as guidance's
     unconditional row, so the melody does not steer), and the provenance says so."""
@@ -517,6 +521,7 @@ def test_vit_score_gives_an_unpitched_window_melody_s_no_melody(tmp_path):
     )
 
 
+@pytest.mark.model  # a tiny model run
 def test_train_adapter_for_vit_score_then_generate_with_it(urmp_folder, tmp_path, capsys):
     from synthesis.__main__ import main
 
@@ -559,6 +564,7 @@ def test_train_adapter_for_vit_score_then_generate_with_it(urmp_folder, tmp_path
         generate_set(urmp_folder, tmp_path / "other", config, "cpu", log=quiet)
 
 
+@pytest.mark.model  # a tiny model run
 def test_cli_tiny_on_a_urmp_folder_makes_every_condition_and_the_set_imports(
     urmp_folder, tmp_path, capsys, make_app
 ):

@@ -1,4 +1,5 @@
-"""Analysis of the later trial types: Bradley-Terry (2AFC), MUSHRA (BS.1534-3), MOS (P.808)."""
+"""Analysis of the preference, MUSHRA, similarity and MOS trial types: Bradley-Terry (2AFC),
+MUSHRA (BS.1534-3), MOS (P.808), and their export columns and report sections."""
 
 import csv
 import json
@@ -354,7 +355,7 @@ def _write_export(tmp_path):
     return responses, study
 
 
-def test_export_with_new_columns_loads_and_types_them(tmp_path):
+def test_export_with_mushra_and_similarity_columns_loads_and_types_them(tmp_path):
     export = read_export(*_write_export(tmp_path))
     frame = export.responses
     assert str(frame["mushra_score"].dtype) == "Int64"
@@ -363,7 +364,7 @@ def test_export_with_new_columns_loads_and_types_them(tmp_path):
     assert frame.loc[frame["trial_type"] == "mushra", "mushra_score"].notna().all()
 
 
-def test_new_columns_out_of_range_are_reported():
+def test_mushra_score_out_of_range_is_reported():
     from analysis.load import ExportError
 
     frame = pd.DataFrame({c: ["0"] for c in BASE_COLUMNS})
@@ -375,7 +376,7 @@ def test_new_columns_out_of_range_are_reported():
         validate_responses(frame)
 
 
-def test_report_cli_writes_new_sections(tmp_path, capsys):
+def test_report_cli_writes_mushra_similarity_and_fit_sections(tmp_path, capsys):
     responses, study = _write_export(tmp_path)
     out = tmp_path / "report"
     assert (
@@ -403,7 +404,7 @@ def test_report_cli_writes_new_sections(tmp_path, capsys):
     assert "MUSHRA scores" in html and "Similarity to the reference" in html
 
 
-def test_report_without_new_types_has_no_new_tables(simulated_tables):
+def test_report_of_abx_and_emotion_only_has_no_mushra_or_similarity_tables(simulated_tables):
     assert not {"mushra", "similarity", "fit_rating", "mushra_mixed_model"} & set(simulated_tables)
 
 
