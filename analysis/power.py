@@ -328,20 +328,18 @@ def realism_planning_fits(
     return names, conditions, fits
 
 
-def realism_estimates(conditions: list[str], fits: list, unit: str = "source") -> pd.DataFrame:
+def realism_estimates(conditions: list[str], fits: list) -> pd.DataFrame:
     """Each fitted study's condition estimates as the verdicts use them: one row per study and
     condition with ``study`` (the fit's position), ``condition``, ``logit``, ``se`` and ``df``
-    (:func:`analysis.realism.component_df`). Everything
+    (:func:`analysis.realism.condition_estimates`). Everything
     :func:`glmm_power_rows_from_estimates` counts is a function of these, so a planning table
     can be recomputed from them for another margin or lapse share without refitting
     (scripts/build_power_table.py stores them beside the table).
     """
     from analysis import realism
 
-    frames = []
-    for study, fit in enumerate(fits):
-        verdicts = realism.glmm_verdicts(fit, conditions, unit)
-        frames.append(verdicts[["condition", "logit", "se", "df"]].assign(study=study))
+    frames = [realism.condition_estimates(fit, conditions).assign(study=study)
+              for study, fit in enumerate(fits)]
     columns = ["study", "condition", "logit", "se", "df"]
     return pd.concat(frames)[columns] if frames else pd.DataFrame(columns=columns)
 

@@ -254,14 +254,9 @@ def glmm_verdicts(
     """
     from analysis import lme4
 
-    coefs = fit.coefficients.assign(
-        condition=[lme4.term_condition(t, conditions) for t in fit.coefficients["term"]]
-    ).dropna(subset=["condition"])
-    logit, se = coefs["estimate"].to_numpy(), coefs["se"].to_numpy()
-    names = coefs["condition"].tolist()
-    df = np.array([component_df(fit, name, conditions, s) for name, s in zip(names, se,
-                                                                            strict=True)])
-    table = pd.concat([pd.DataFrame({"condition": names}),
+    estimates = condition_estimates(fit, conditions)
+    logit, se, df = (estimates[column].to_numpy() for column in ("logit", "se", "df"))
+    table = pd.concat([estimates[["condition"]],
                        logit_inference(logit, se, df, margin, confidence, chance, lapse_share)],
                       axis=1)
     table["pval_z"] = wald_pval_greater(logit, se)
@@ -293,6 +288,21 @@ def glmm_verdicts(
     table["singular"] = fit.singular
     table["model_choice"] = fit.reason
     return table
+
+
+def condition_estimates(fit, conditions: list[str]) -> pd.DataFrame:
+    """Each condition's logit, its standard error and degrees of freedom
+    (:func:`component_df`) from a fitted realism GLMM: all that :func:`logit_inference`
+    needs, and what the planning tables store per simulated study (:mod:`analysis.power`)."""
+    from analysis import lme4
+
+    coefs = fit.coefficients.assign(
+        condition=[lme4.term_condition(t, conditions) for t in fit.coefficients["term"]]
+    ).dropna(subset=["condition"])
+    logit, se = coefs["estimate"].to_numpy(), coefs["se"].to_numpy()
+    names = coefs["condition"].tolist()
+    df = [component_df(fit, name, conditions, s) for name, s in zip(names, se, strict=True)]
+    return pd.DataFrame({"condition": names, "logit": logit, "se": se, "df": df})
 
 
 def logit_inference(

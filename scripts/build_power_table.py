@@ -150,11 +150,16 @@ def design_fits(kind: str, participants: int, sources: int, heard: int, simulati
     return fitted
 
 
+def estimates_folder(inattentive: bool = False, root: Path = ESTIMATES) -> Path:
+    """Where a realism table's per-study estimates are kept (gzip'd CSV, in git)."""
+    return root / ("realism_inattentive" if inattentive else "realism")
+
+
 def estimates_path(participants: int, sources: int, heard: int, simulations: int,
                    inattentive: bool = False, root: Path = ESTIMATES) -> Path:
-    """Where one realism design's per-study estimates are kept (gzip'd CSV, in git)."""
-    table = "realism_inattentive" if inattentive else "realism"
-    return root / table / f"{participants}x{sources}x{heard}_{simulations}.csv.gz"
+    """One realism design's file in :func:`estimates_folder`."""
+    return (estimates_folder(inattentive, root)
+            / f"{participants}x{sources}x{heard}_{simulations}.csv.gz")
 
 
 def design_estimates(participants: int, sources: int, heard: int, simulations: int,
@@ -181,12 +186,12 @@ def design_estimates(participants: int, sources: int, heard: int, simulations: i
 def design_table(kind: str, participants: int, sources: int, heard: int,
                  simulations: int, cores: int = 2, inattentive: bool = False,
                  cache: Path | None = CACHE, lapse_share: float = LAPSE_SHARE,
-                 estimates: Path | None = ESTIMATES) -> list[dict]:
+                 estimates_root: Path | None = ESTIMATES) -> list[dict]:
     """The rows of one design, simulated with that design's own seed (or read from its stored
-    estimates or cached fits), the verdicts by today's rules."""
+    estimates under ``estimates_root`` or its cached fits), the verdicts by today's rules."""
     if kind == "realism":
         estimates = design_estimates(participants, sources, heard, simulations, cores,
-                                     inattentive, cache, estimates)
+                                     inattentive, cache, estimates_root)
         rows = glmm_power_rows_from_estimates(realism_truth(PLANNING_ACCURACIES), estimates,
                                               simulations, MARGIN, ALPHA, MAX_CONDITIONS,
                                               lapse_share)
@@ -205,7 +210,7 @@ def false_equivalent_by_share(shares: list[float], simulations: int,
     """Per stored design, the false "equivalent" at accuracy 0.6 under each lapse share, and
     pooled: the evidence for choosing ``--lapse-share`` by simulation."""
     truth = realism_truth(PLANNING_ACCURACIES)
-    folder = estimates_path(1, 1, 1, simulations, inattentive).parent
+    folder = estimates_folder(inattentive)
     lines = ["| listeners x sources x heard | studies | "
              + " | ".join(f"s = {s:g}" for s in shares) + " |",
              "|---|---|" + "---|" * len(shares)]
@@ -303,7 +308,8 @@ def main() -> None:
                         help="print the table's calibration summary for docs/analysis.md and stop")
     parser.add_argument("--backfill", action="store_true",
                         help="realism: store the estimates of designs already in the table "
-                        "(refitted from their seeds; each row must come out as stored)")
+                        "(refitted from their seeds; rows that come out otherwise are replaced "
+                        "and every moved cell printed)")
     parser.add_argument("--lapse-share", type=float, default=LAPSE_SHARE,
                         help="realism: the share of random responders 'equivalent' must survive")
     parser.add_argument("--shares", help="realism: print the false 'equivalent' at 0.6 of "
@@ -376,7 +382,7 @@ def main() -> None:
                                  args.inattentive, lapse_share=args.lapse_share)
             moved = [f"{before['accuracy']} {key} {before.get(key)} -> {after[key]}"
                      for before, after in zip(stored, again, strict=True) for key in after
-                     if before.get(key) != after[key] and key != "mean_accuracy"]
+                     if before.get(key) != after[key]]
             outcome = "the rows as stored" if not moved else "rows moved: " + "; ".join(moved)
             print(f"{' x '.join(map(str, design))}: estimates stored, {outcome} "
                   f"({time.perf_counter() - tick:.1f} s)", flush=True)
