@@ -28,7 +28,6 @@ import contextlib
 import http.client
 import multiprocessing
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -46,10 +45,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from loadgen import cpu_seconds, free_port, scratch_postgres, set_up_study  # noqa: E402
+from serve import MediaAccel, media_includes  # noqa: E402
 
 NGINX = "/usr/sbin/nginx"
 PREFIX = "/_media_internal/"
-PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 def participants(database_url: str, media_dir: Path, count: int) -> list[str]:
@@ -123,18 +122,9 @@ def nginx(folder: Path, app_port: int, accel_port: int, renditions: Path, static
     path (deploy/nginx-media*.conf.template, proxy to the X-Accel gunicorn), both with the
     static file. Yields (app-path port, X-Accel port)."""
     ports = free_port(), free_port()
-    values = {
-        "media_upstream": f"http://127.0.0.1:{accel_port}",
-        "proxy_params": str(REPO / "deploy" / "proxy_params.conf"),
-        "media_accel_prefix": PREFIX,
-        "media_renditions_dir": str(renditions),
-        "media_access_log": str(folder / "media.log"),
-        "media_slot_rate": "100000r/s",  # the flood throttle (scripts/serve.py MEDIA_THROTTLE)
-        "media_slot_burst": "100000",
-    }
-    for name in ("nginx-media.conf", "nginx-media-log.conf"):
-        text = (REPO / "deploy" / f"{name}.template").read_text()
-        (folder / name).write_text(PLACEHOLDER.sub(lambda m: values[m[1]], text))
+    # No flood throttle here: the benchmark asks for the same slots again and again.
+    media = MediaAccel(PREFIX, renditions, folder / "media.log")
+    media_includes(folder, media, f"http://127.0.0.1:{accel_port}", ("100000r/s", 100000))
     params = REPO / "deploy" / "proxy_params.conf"
     static_location = f"location /bench-static/ {{ alias {static}/; etag off; }}"
     (folder / "nginx.conf").write_text(

@@ -105,6 +105,30 @@ MEDIA_ENV = (
 MEDIA_THROTTLE = ("5r/s", 300)
 
 
+def media_includes(folder: Path, media: MediaAccel, upstream: str,
+                   throttle: tuple[str, int] = MEDIA_THROTTLE) -> tuple[Path, Path]:
+    """Render deploy/nginx-media.conf.template (the media locations, for a server block) and
+    deploy/nginx-media-log.conf.template (the media log's format, for the http block) into
+    `folder`, proxying the media route to `upstream`; returns their paths. nginx_config
+    includes them, and so do the test's and the benchmark's smaller configs."""
+    media.renditions_dir.mkdir(parents=True, exist_ok=True)
+    values = {
+        "media_upstream": upstream,
+        "proxy_params": str(DEPLOY / "proxy_params.conf"),
+        "media_accel_prefix": "/" + media.prefix.strip("/") + "/",
+        "media_renditions_dir": str(media.renditions_dir).rstrip("/"),
+        "media_access_log": str(media.access_log),
+        # the flood throttle (issue 23's 300 a minute per slot), in nginx: MEDIA_THROTTLE
+        "media_slot_rate": throttle[0],
+        "media_slot_burst": str(throttle[1]),
+    }
+    paths = folder / "nginx-media.conf", folder / "nginx-media-log.conf"
+    for path in paths:
+        template = (DEPLOY / f"{path.name}.template").read_text()
+        path.write_text(render(template, values))
+    return paths
+
+
 def nginx_config(
     run_dir: Path,
     listen: str,
@@ -134,26 +158,12 @@ def nginx_config(
         # folder; as root, run them as the user who started it (a real server: www-data).
         "user_directive": f"user {getpass.getuser()};" if os.geteuid() == 0 else "",
     }
-    locations, log_format = run_dir / "nginx-media.conf", run_dir / "nginx-media-log.conf"
     if media is None:
+        locations, log_format = run_dir / "nginx-media.conf", run_dir / "nginx-media-log.conf"
         locations.write_text("")
         log_format.write_text("")
     else:
-        media.renditions_dir.mkdir(parents=True, exist_ok=True)
-        media_values = {
-            "media_upstream": "http://sightsound_app",
-            "proxy_params": values["proxy_params"],
-            "media_accel_prefix": "/" + media.prefix.strip("/") + "/",
-            "media_renditions_dir": str(media.renditions_dir).rstrip("/"),
-            "media_access_log": str(media.access_log),
-            # the flood throttle (issue 23's 300 a minute per slot), in nginx: MEDIA_THROTTLE
-            "media_slot_burst": str(MEDIA_THROTTLE[1]),
-            "media_slot_rate": MEDIA_THROTTLE[0],
-        }
-        template = DEPLOY / "nginx-media.conf.template"
-        locations.write_text(render(template.read_text(), media_values))
-        log_template = (DEPLOY / "nginx-media-log.conf.template").read_text()
-        log_format.write_text(render(log_template, media_values))
+        locations, log_format = media_includes(run_dir, media, "http://sightsound_app")
     values["media_locations"] = str(locations)
     values["media_log_format"] = str(log_format)
     config = run_dir / "nginx.conf"

@@ -3,10 +3,10 @@ nginx.conf around deploy/'s media templates, started in front of a werkzeug serv
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +16,11 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import serve  # noqa: E402 - scripts/serve.py: the deploy/ templates rendered as `make serve` does
+
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
 PREFIX = "/_media_internal/"
-PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")  # as scripts/serve.py renders deploy/ templates
 
 
 def accel(app, tmp_path: Path, on: bool = True) -> None:
@@ -36,19 +38,10 @@ def free_port() -> int:
 
 
 def render_nginx(folder: Path, port: int, upstream_port: int, renditions: Path, log: Path):
-    """A minimal nginx.conf around deploy/'s media templates."""
-    values = {
-        "media_upstream": f"http://127.0.0.1:{upstream_port}",
-        "proxy_params": str(REPO / "deploy" / "proxy_params.conf"),
-        "media_accel_prefix": PREFIX,
-        "media_renditions_dir": str(renditions),
-        "media_access_log": str(log),
-        "media_slot_rate": "5r/s",  # the flood throttle (scripts/serve.py MEDIA_THROTTLE)
-        "media_slot_burst": "300",
-    }
-    for name in ("nginx-media.conf", "nginx-media-log.conf"):
-        text = (REPO / "deploy" / f"{name}.template").read_text()
-        (folder / name).write_text(PLACEHOLDER.sub(lambda m: values[m[1]], text))
+    """A minimal nginx.conf around deploy/'s media templates (rendered as scripts/serve.py
+    renders them for `make serve`)."""
+    media = serve.MediaAccel(PREFIX, renditions, log)
+    serve.media_includes(folder, media, f"http://127.0.0.1:{upstream_port}")
     temp = folder / "temp"
     temp.mkdir()
     (folder / "nginx.conf").write_text(
