@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", required=True)
     report.add_argument("--objective", help="per-clip CSV from `python -m analysis objective`")
     report.add_argument("--margin", type=float, default=0.1, help="TOST margin around 0.5")
-    report.add_argument("--lapse-share", type=float, default=0.15,
+    report.add_argument("--lapse-share", type=float,
                         help="share of listeners who may answer at random unflagged; an "
-                        "'equivalent' verdict must hold even then (0: assume all listened)")
+                        "'equivalent' verdict must hold even then (default 0.25, "
+                        "analysis.realism.LAPSE_SHARE; 0: assume all listened)")
     report.add_argument("--alpha", type=float, default=0.05)
     report.add_argument("--unit", choices=["source", "segment"], default="source")
     report.add_argument("--n-boot", type=int, default=2000)
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                     too_fast=not args.keep_too_fast,
                     not_listened=not args.keep_unheard,
                 ),
-                equivalence_margin=args.margin, lapse_share=args.lapse_share,
+                equivalence_margin=args.margin,
+                **({} if args.lapse_share is None else {"lapse_share": args.lapse_share}),
                 alpha=args.alpha, unit=args.unit,
                 n_boot=args.n_boot, n_permutations=args.n_permutations, seed=args.seed,
             )

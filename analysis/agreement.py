@@ -391,6 +391,25 @@ def rating_mixed_models(
     return pd.concat(tables, ignore_index=True)
 
 
+def shift_inference(
+    coef: np.ndarray, se: np.ndarray, df: np.ndarray, confidence: float = 0.95
+) -> dict[str, np.ndarray]:
+    """A rating shift's two-sided t test and interval from its estimate, standard error and
+    (Satterthwaite) degrees of freedom, as lmerTest states them: what :func:`rating_shifts`
+    reports per condition, and what the rating planning tables recompute from stored
+    estimates (:mod:`analysis.power`).
+
+    >>> out = shift_inference(np.array([0.5]), np.array([0.2]), np.array([28.0]))
+    >>> [round(float(out[k][0]), 4) for k in ("t", "pval", "ci_low", "ci_high")]
+    [2.5, 0.0186, 0.0903, 0.9097]
+    """
+    coef, se, df = (np.asarray(x, dtype=float) for x in (coef, se, df))
+    half = stats.t.ppf(1 - (1 - confidence) / 2, df) * se
+    t = coef / se
+    return {"coef": coef, "se": se, "df": df, "t": t, "pval": 2 * stats.t.sf(np.abs(t), df),
+            "ci_low": coef - half, "ci_high": coef + half}
+
+
 def rating_shifts(
     fit, conditions: list[str], dimension: str, unit: str = "source", confidence: float = 0.95
 ) -> pd.DataFrame:
@@ -402,19 +421,10 @@ def rating_shifts(
     coefs = fit.coefficients.assign(
         condition=[lme4.term_condition(t, conditions) for t in fit.coefficients["term"]]
     ).dropna(subset=["condition"])
-    df = coefs["df"].to_numpy()
-    half = stats.t.ppf(1 - (1 - confidence) / 2, df) * coefs["se"].to_numpy()
-    t = coefs["estimate"].to_numpy() / coefs["se"].to_numpy()
     return pd.DataFrame({
         "dimension": dimension,
         "condition": coefs["condition"].to_numpy(),
-        "coef": coefs["estimate"].to_numpy(),
-        "se": coefs["se"].to_numpy(),
-        "df": df,
-        "t": t,
-        "pval": 2 * stats.t.sf(np.abs(t), df),
-        "ci_low": coefs["estimate"].to_numpy() - half,
-        "ci_high": coefs["estimate"].to_numpy() + half,
+        **shift_inference(coefs["estimate"], coefs["se"], coefs["df"], confidence),
         # From the data when the chosen structure has no term for them (still analysed).
         "participants": fit.groups.get("participant", fit.extra.get("data_participants", np.nan)),
         "units": fit.groups.get("unit", fit.extra.get("data_units", np.nan)),

@@ -81,6 +81,7 @@ def deviations(
     *,
     alpha: float,
     margin: float,
+    lapse_share: float,
     unit: str,
     exclusion_rules: list[str],
     analysed_participants: int | None = None,
@@ -105,6 +106,7 @@ def deviations(
     rows.append(_row("equivalence margin", f"+/-{plan['equivalence_margin']:g}",
                      f"+/-{margin:g}", margin_changed,
                      "changed on the command line (--margin)" if margin_changed else ""))
+    rows.append(_lapse_share(plan, margin, lapse_share))
     rows.append(_row("multiple-comparison correction", plan["correction"], REPORT_CORRECTION,
                      plan["correction"] != REPORT_CORRECTION))
     rows.append(_row("stimulus unit (random effect)", plan["unit"], unit, unit != plan["unit"],
@@ -116,6 +118,22 @@ def deviations(
                      "analysed": amendment["text"], "status": AMENDMENT,
                      "note": f"reason: {amendment['reason']}"})
     return pd.DataFrame.from_records(rows, columns=COLUMNS)
+
+
+def _lapse_share(plan: dict, margin: float, share: float) -> dict:
+    """The share of random responders an "equivalent" verdict must survive. Plans frozen before
+    the app stated it (2026-12-07) planned a plain TOST at the margin: the report's test, at the
+    margin shrunk by the share, is then stricter than planned, and says so."""
+    item, analysed = "equivalence robust to random responders", (
+        f"{share:.0%} (TOST at +/-{margin * (1 - share):g})")
+    planned = plan.get("lapse_share")
+    if planned is None:
+        return _row(item, f"not stated (a TOST at +/-{plan['equivalence_margin']:g})", analysed,
+                    share > 0, "the plan predates the lapse-robust test; 'equivalent' is "
+                    "stricter than planned" if share > 0 else "")
+    changed = share != planned
+    return _row(item, f"{planned:.0%}", f"{share:.0%}", changed,
+                "changed on the command line (--lapse-share)" if changed else "")
 
 
 def _listeners(plan: dict, study: dict, responses: pd.DataFrame,

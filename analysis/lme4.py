@@ -40,41 +40,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sightsound_stats.ladders import ABX_LADDER, RATING_LADDER, Ladder
+
 DEBIAN_PACKAGES = "r-base-core r-cran-lme4 r-cran-lmertest r-cran-glmmtmb r-cran-jsonlite"
 SCRIPT = Path(__file__).with_name("r") / "fit_mixed.R"
 
-# (name, random-effect terms). ``unit`` is the stimulus grouping (source, or segment/clip);
-# ``unit:condition`` is one generated clip per unit and condition, the stimulus variance a
-# condition effect has to generalise over (Judd, Westfall & Kenny 2012, JPSP 103:54).
-ABX_LADDER: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("maximal: correlated by-participant condition effects",
-     ("(0 + condition | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("uncorrelated by-participant condition effects",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
-      "(1 | unit:condition)")),
-    ("correlated by-participant effects, no clip term",
-     ("(0 + condition | participant)", "(1 | unit)")),
-    ("uncorrelated by-participant effects, no clip term",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
-    ("intercepts for participant, unit and clip",
-     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
-    ("participant intercepts only", ("(1 | participant)",)),
-)
-# Ratings: listener-specific condition effects enter as the uncorrelated (compound-symmetry)
-# participant:condition term from the start; an unstructured 4 x 4 covariance per listener is
-# 10 parameters the usual design cannot support.
-RATING_LADDER: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("participant and clip condition effects",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
-      "(1 | unit:condition)")),
-    ("clip condition effects, participant intercepts",
-     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("participant condition effects, unit intercepts",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
-    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
-    ("participant intercepts only", ("(1 | participant)",)),
-)
+# The ladders (ABX_LADDER, RATING_LADDER) live in sightsound_stats, which the app's
+# preregistration states them from.
 
 
 class RUnavailableError(RuntimeError):
@@ -94,7 +66,7 @@ class Job:
     family: str  # "binomial" (glmer, Laplace ML) or "gaussian" (lmerTest::lmer)
     response: str
     fixed: str
-    ladder: tuple[tuple[str, tuple[str, ...]], ...]
+    ladder: Ladder
     levels: list[str]
     reml: bool = True
     by: str | None = None
@@ -365,7 +337,7 @@ def abx_job(
     unit: str = "source",
     conditions: list[str] | None = None,
     by: str | None = None,
-    ladder: tuple[tuple[str, tuple[str, ...]], ...] = ABX_LADDER,
+    ladder: Ladder = ABX_LADDER,
 ) -> tuple[Job, list[str]]:
     """The realism GLMM ``correct ~ 0 + condition + (random part)`` as a :class:`Job`.
 
@@ -399,7 +371,7 @@ def rating_job(
     reference: str = "reference",
     by: str | None = None,
     reml: bool = True,
-    ladder: tuple[tuple[str, tuple[str, ...]], ...] = RATING_LADDER,
+    ladder: Ladder = RATING_LADDER,
 ) -> tuple[Job, list[str]]:
     """The rating LMM ``rating ~ condition + (random part)``, reference as baseline level."""
     rows = ratings.dropna(subset=[dimension])

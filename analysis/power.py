@@ -166,6 +166,25 @@ def power_grid(
     return pd.DataFrame.from_records(records)
 
 
+def fit_simulated_studies(
+    design: CalibrationDesign, outcome: str, n_simulations: int, seed: int, cores: int = 2,
+) -> tuple[list[str], list]:
+    """Draw ``n_simulations`` studies of ``design`` and fit each as the report does: the ABX
+    answers (``outcome`` "abx") by the realism GLMM's ladder, or one rating dimension
+    (``"valence"``) by the rating LMM's, all in one R run. Returns the condition order of the
+    fits and the :class:`analysis.lme4.MixedFit` of every study that could be fitted (a study
+    whose every rung failed is left out: the callers count it as a failed fit)."""
+    from analysis import lme4
+
+    abx, ratings = simulate_studies(design, n_simulations, seed)
+    if outcome == "abx":
+        job, conditions = lme4.abx_job(abx, unit="source", by="study")
+    else:
+        job, conditions = lme4.rating_job(ratings, outcome, unit="source", by="study")
+    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    return conditions, fits
+
+
 def simulated_realism_verdicts(
     design: CalibrationDesign, n_simulations: int, seed: int, margin: float = 0.1,
     alpha: float = 0.05, cores: int = 2,
@@ -176,11 +195,9 @@ def simulated_realism_verdicts(
     ``pval``, ``tost_pval``, intervals) and the number of studies fitted: the shared step of
     the realism power functions below (simr's approach, Green & MacLeod 2016).
     """
-    from analysis import lme4, realism
+    from analysis import realism
 
-    abx, _ = simulate_studies(design, n_simulations, seed)
-    job, conditions = lme4.abx_job(abx, unit="source", by="study")
-    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    conditions, fits = fit_simulated_studies(design, "abx", n_simulations, seed, cores)
     verdicts = pd.concat([realism.glmm_verdicts(f, conditions, "source", margin, alpha)
                           for f in fits])
     return verdicts, len(fits)
@@ -191,11 +208,9 @@ def simulated_rating_shifts(
 ) -> tuple[pd.DataFrame, int]:
     """The rating counterpart of :func:`simulated_realism_verdicts`: the valence shift rows
     (against the reference) of every simulated study the report's rating ladder could fit."""
-    from analysis import agreement, lme4
+    from analysis import agreement
 
-    _, ratings = simulate_studies(design, n_simulations, seed)
-    job, conditions = lme4.rating_job(ratings, "valence", unit="source", by="study")
-    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
+    conditions, fits = fit_simulated_studies(design, "valence", n_simulations, seed, cores)
     shifts = pd.concat([agreement.rating_shifts(f, conditions, "valence", "source")
                         for f in fits])
     return shifts, len(fits)
@@ -297,6 +312,15 @@ def realism_truth(accuracies: tuple[float, ...] = PLANNING_ACCURACIES) -> dict[s
     return {f"acc{round(100 * a):02d}": a for a in accuracies}
 
 
+def rating_truth(shifts: tuple[float, ...] = PLANNING_SHIFTS) -> dict[str, float]:
+    """The simulated rating conditions' names and true valence shifts, as the fits name them.
+
+    >>> rating_truth((0.0, 0.5))
+    {'shift000': 0.0, 'shift050': 0.5}
+    """
+    return {f"shift{round(100 * d):03d}": d for d in shifts}
+
+
 def realism_planning_fits(
     participants: int,
     sources: int,
@@ -316,16 +340,11 @@ def realism_planning_fits(
     can be recomputed from stored fits when only the verdict rules change
     (scripts/build_power_table.py keeps them in ``.cache/power``).
     """
-    from analysis import lme4
-
     names = realism_truth(accuracies)
     design = CalibrationDesign(participants=participants, sources=sources, abx_repeats=repeats,
                                abx_sources_heard=sources_heard, abx_accuracy=names,
                                **variability)
-    abx, _ = simulate_studies(design, n_simulations, seed)
-    job, conditions = lme4.abx_job(abx, unit="source", by="study")
-    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
-    return names, conditions, fits
+    return names, *fit_simulated_studies(design, "abx", n_simulations, seed, cores)
 
 
 def realism_estimates(conditions: list[str], fits: list) -> pd.DataFrame:
@@ -444,17 +463,57 @@ def rating_planning_fits(
 ) -> tuple[dict[str, float], list[str], list]:
     """The rating counterpart of :func:`realism_planning_fits`: ``(truth, conditions, fits)``
     of one design's simulated studies, each fitted down the report's rating ladder."""
-    from analysis import lme4
-
-    names = {f"shift{round(100 * d):03d}": d for d in shifts}
+    names = rating_truth(shifts)
     design = CalibrationDesign(participants=participants, sources=sources,
                                rating_sources_heard=sources_heard, rating_repeats=1,
                                abx_repeats=1, abx_accuracy={"unused": 0.5},
                                rating_shift={"reference": 0.0, **names}, **variability)
-    _, ratings = simulate_studies(design, n_simulations, seed)
-    job, conditions = lme4.rating_job(ratings, "valence", unit="source", by="study")
-    fits = [f for f in lme4.run_jobs([job], cores=cores)[0].values() if f is not None]
-    return names, conditions, fits
+    return names, *fit_simulated_studies(design, "valence", n_simulations, seed, cores)
+
+
+def rating_estimates(conditions: list[str], fits: list) -> pd.DataFrame:
+    """Each fitted study's valence shifts as the rating verdicts use them: one row per study
+    and condition with ``study`` (the fit's position), ``condition``, ``coef``, ``se`` and
+    ``df`` (lmerTest's Satterthwaite). The rating counterpart of :func:`realism_estimates`:
+    :func:`lmm_power_rows_from_estimates` needs nothing else, so a rating table can be
+    recomputed without R (scripts/build_power_table.py stores them beside the table)."""
+    from analysis import agreement
+
+    frames = [agreement.rating_shifts(fit, conditions, "valence", "source").assign(study=study)
+              for study, fit in enumerate(fits)]
+    columns = ["study", "condition", "coef", "se", "df"]
+    return pd.concat(frames)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def lmm_power_rows_from_estimates(
+    truth: dict[str, float],
+    estimates: pd.DataFrame,
+    n_simulations: int,
+    alpha: float = 0.05,
+    max_conditions: int = 6,
+) -> pd.DataFrame:
+    """The shares of :func:`lmm_power_table` from stored estimates (:func:`rating_estimates`):
+    per true shift, ``shifted_k`` (two-sided p < ``alpha / k``), the 95 % interval's coverage,
+    the Monte Carlo SE of a share and the failed fits."""
+    from analysis import agreement
+
+    table = pd.DataFrame({"condition": estimates["condition"].to_numpy(),
+                          **agreement.shift_inference(estimates["coef"], estimates["se"],
+                                                      estimates["df"])})
+    studies = estimates["study"].nunique() if len(estimates) else 0
+    rows = []
+    for name, shift in truth.items():
+        rows_of = table[table["condition"] == name]
+        row = {"shift": shift}
+        for k in range(1, max_conditions + 1):
+            row[f"shifted_{k}"] = float((rows_of["pval"] < alpha / k).mean())
+        row["coverage"] = float(((rows_of["ci_low"] <= shift)
+                                 & (shift <= rows_of["ci_high"])).mean())
+        row["simulations"] = len(rows_of)
+        row["failed_fits"] = n_simulations - studies
+        row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def lmm_power_rows(
@@ -466,23 +525,8 @@ def lmm_power_rows(
     max_conditions: int = 6,
 ) -> pd.DataFrame:
     """The shares of :func:`lmm_power_table` from already fitted studies."""
-    from analysis import agreement
-
-    table = pd.concat([agreement.rating_shifts(f, conditions, "valence", "source")
-                       for f in fits])
-    rows = []
-    for name, shift in truth.items():
-        rows_of = table[table["condition"] == name]
-        row = {"shift": shift}
-        for k in range(1, max_conditions + 1):
-            row[f"shifted_{k}"] = float((rows_of["pval"] < alpha / k).mean())
-        row["coverage"] = float(((rows_of["ci_low"] <= shift)
-                                 & (shift <= rows_of["ci_high"])).mean())
-        row["simulations"] = len(rows_of)
-        row["failed_fits"] = n_simulations - len(fits)
-        row["mc_se"] = float(np.sqrt(0.25 / max(len(rows_of), 1)))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return lmm_power_rows_from_estimates(truth, rating_estimates(conditions, fits),
+                                         n_simulations, alpha, max_conditions)
 
 
 def lmm_power_table(

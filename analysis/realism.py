@@ -13,12 +13,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 import sightsound_stats
+from sightsound_stats.planning import LAPSE_SHARE
 
 CHANCE = 0.5
-# The share of listeners who may pass every screen yet answer at random, that an "equivalent"
-# verdict has to survive (issue 21: 15 % such listeners must not make a condition on the
-# margin look equivalent in more than 5 % of studies). docs/analysis.md, Inattentive listeners.
-LAPSE_SHARE = 0.15
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -321,7 +318,7 @@ def logit_inference(
 
     >>> row = logit_inference(np.array([0.2]), np.array([0.1]), np.array([15.0])).iloc[0]
     >>> [round(float(row[name]), 4) for name in ("accuracy", "pval", "tost_pval")]
-    [0.5498, 0.032, 0.0861]
+    [0.5498, 0.032, 0.1613]
     """
     logit, se, df = (np.asarray(x, dtype=float) for x in (logit, se, df))
     # t(df) in place of z: with 8-16 sources the stimulus variance, estimated from those few

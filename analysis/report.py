@@ -67,7 +67,8 @@ def analyse(
     if export.preregistration is not None:  # As planned / Deviations (issue 22)
         tables["deviations"] = deviations.deviations(
             export.preregistration, export.study, export.responses, tables,
-            alpha=config.alpha, margin=config.equivalence_margin, unit=config.unit,
+            alpha=config.alpha, margin=config.equivalence_margin,
+            lapse_share=config.lapse_share, unit=config.unit,
             exclusion_rules=config.exclusions.active_rules(),
             analysed_participants=int(excluded.kept["participant"].nunique()))
         tables["verdicts"] = deviations.label_verdicts(tables["verdicts"],

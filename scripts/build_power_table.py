@@ -1,6 +1,6 @@
 """Simulate the power tables that the study designer's power hints read.
 
-    .venv/bin/python scripts/build_power_table.py realism|ratings [--simulations 100]
+    .venv/bin/python scripts/build_power_table.py realism|ratings [--simulations N]
         [--budget-minutes 60]
 
 For every design of the grid (participants x sources x sources heard per condition), draws
@@ -18,11 +18,12 @@ missing ones run first, and the file is rewritten after each design, so a run cu
 (derived from its numbers), so a row can be recomputed on its own and must come out the same
 (tests/analysis/test_analysis_power.py does that for one row of each table).
 
-The lme4 fits of every design are kept in ``.cache/power/<kind>/`` (not in git), and for the
-realism tables each simulated study's condition estimates (logit, SE, df: all the verdicts
-read) in ``sightsound_stats/power_estimates/`` (in git, a few kB per design): when only the
-verdict rules change (the margin, the lapse share), ``--refresh`` recomputes every stored row
-from them in seconds instead of refitting for hours, on any machine; ``--lapse-share`` sets
+The lme4 fits of every design are kept in ``.cache/power/<kind>/`` (not in git), and each
+simulated study's estimates (realism: each condition's logit, SE and df; ratings: each
+shift's estimate, SE and df; all the verdicts read) in ``sightsound_stats/power_estimates/``
+(in git, a few kB per design): when only the verdict rules change (the margin, the lapse
+share), ``--refresh`` recomputes every stored row from them in seconds instead of refitting
+for hours, on any machine; ``--lapse-share`` sets
 the share the equivalence verdicts must survive (``--shares 0.15,0.2,0.25`` prints the false
 "equivalent" of every stored design at each, to choose it by simulation). ``--inattentive``
 simulates the same designs with 15 % unflagged random responders and 20 % of listeners
@@ -49,8 +50,10 @@ from analysis.power import (  # noqa: E402
     PLANNING_ACCURACIES,
     PLANNING_SHIFTS,
     glmm_power_rows_from_estimates,
-    lmm_power_rows,
+    lmm_power_rows_from_estimates,
+    rating_estimates,
     rating_planning_fits,
+    rating_truth,
     realism_estimates,
     realism_planning_fits,
     realism_truth,
@@ -76,6 +79,10 @@ SOURCES_HEARD = {
     # GLMM): a coarser grid, read the same way (at the design below).
     "ratings": ((8, 2), (8, 4), (16, 4)),
 }
+# Studies per design. The rating fits are cheap (0.1-0.25 s per study on one core), so their
+# table has twice the Monte Carlo precision: at 200 a single cell's coverage of 90.5 % (80 x 16
+# x 4) was Monte Carlo noise (docs/analysis.md, Ratings table).
+SIMULATIONS = {"realism": 200, "ratings": 400}
 MARGIN = 0.1
 ALPHA = 0.05
 MAX_CONDITIONS = 6
@@ -150,32 +157,33 @@ def design_fits(kind: str, participants: int, sources: int, heard: int, simulati
     return fitted
 
 
-def estimates_folder(inattentive: bool = False, root: Path = ESTIMATES) -> Path:
-    """Where a realism table's per-study estimates are kept (gzip'd CSV, in git)."""
-    return root / ("realism_inattentive" if inattentive else "realism")
+def estimates_folder(kind: str, inattentive: bool = False, root: Path = ESTIMATES) -> Path:
+    """Where a table's per-study estimates are kept (gzip'd CSV, in git)."""
+    return root / (f"{kind}_inattentive" if inattentive else kind)
 
 
-def estimates_path(participants: int, sources: int, heard: int, simulations: int,
+def estimates_path(kind: str, participants: int, sources: int, heard: int, simulations: int,
                    inattentive: bool = False, root: Path = ESTIMATES) -> Path:
-    """One realism design's file in :func:`estimates_folder`."""
-    return (estimates_folder(inattentive, root)
+    """One design's file in :func:`estimates_folder`."""
+    return (estimates_folder(kind, inattentive, root)
             / f"{participants}x{sources}x{heard}_{simulations}.csv.gz")
 
 
-def design_estimates(participants: int, sources: int, heard: int, simulations: int,
+def design_estimates(kind: str, participants: int, sources: int, heard: int, simulations: int,
                      cores: int = 2, inattentive: bool = False, cache: Path | None = CACHE,
                      root: Path | None = ESTIMATES) -> pd.DataFrame:
-    """One realism design's per-study condition estimates: stored under ``root``, else from
-    its fits (:func:`design_fits`), then stored (``root=None``: from the fits, not stored).
-    The file is byte-for-byte reproducible (gzip without a time stamp, floats written
-    exactly, so reading it back gives the very numbers the fits gave)."""
-    path = (estimates_path(participants, sources, heard, simulations, inattentive, root)
+    """One design's per-study estimates (realism: each condition's logit, SE and df; ratings:
+    each shift's estimate, SE and df): stored under ``root``, else from its fits
+    (:func:`design_fits`), then stored (``root=None``: from the fits, not stored). The file
+    is byte-for-byte reproducible (gzip without a time stamp, floats written exactly, so
+    reading it back gives the very numbers the fits gave)."""
+    path = (estimates_path(kind, participants, sources, heard, simulations, inattentive, root)
             if root is not None else None)
     if path is not None and path.exists():
         return pd.read_csv(path)
-    _, conditions, fits = design_fits("realism", participants, sources, heard, simulations,
+    _, conditions, fits = design_fits(kind, participants, sources, heard, simulations,
                                       cores, inattentive, cache)
-    estimates = realism_estimates(conditions, fits)
+    estimates = (realism_estimates if kind == "realism" else rating_estimates)(conditions, fits)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         estimates.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
@@ -189,16 +197,15 @@ def design_table(kind: str, participants: int, sources: int, heard: int,
                  estimates_root: Path | None = ESTIMATES) -> list[dict]:
     """The rows of one design, simulated with that design's own seed (or read from its stored
     estimates under ``estimates_root`` or its cached fits), the verdicts by today's rules."""
+    estimates = design_estimates(kind, participants, sources, heard, simulations, cores,
+                                 inattentive, cache, estimates_root)
     if kind == "realism":
-        estimates = design_estimates(participants, sources, heard, simulations, cores,
-                                     inattentive, cache, estimates_root)
         rows = glmm_power_rows_from_estimates(realism_truth(PLANNING_ACCURACIES), estimates,
                                               simulations, MARGIN, ALPHA, MAX_CONDITIONS,
                                               lapse_share)
     else:
-        truth, conditions, fits = design_fits(kind, participants, sources, heard, simulations,
-                                              cores, inattentive, cache)
-        rows = lmm_power_rows(truth, conditions, fits, simulations, ALPHA, MAX_CONDITIONS)
+        rows = lmm_power_rows_from_estimates(rating_truth(PLANNING_SHIFTS), estimates,
+                                             simulations, ALPHA, MAX_CONDITIONS)
     design = {"participants": participants, "sources": sources, "sources_heard": heard}
     if kind == "realism":
         design["repeats"] = 1
@@ -210,7 +217,7 @@ def false_equivalent_by_share(shares: list[float], simulations: int,
     """Per stored design, the false "equivalent" at accuracy 0.6 under each lapse share, and
     pooled: the evidence for choosing ``--lapse-share`` by simulation."""
     truth = realism_truth(PLANNING_ACCURACIES)
-    folder = estimates_folder(inattentive)
+    folder = estimates_folder("realism", inattentive)
     lines = ["| listeners x sources x heard | studies | "
              + " | ".join(f"s = {s:g}" for s in shares) + " |",
              "|---|---|" + "---|" * len(shares)]
@@ -295,7 +302,8 @@ def markdown(table: dict, kind: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(TABLES))
-    parser.add_argument("--simulations", type=int, default=200)
+    parser.add_argument("--simulations", type=int,
+                        help="studies per design (default: realism 200, ratings 400)")
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--table", type=Path, help="default: sightsound_stats/power_<kind>.json")
@@ -316,6 +324,7 @@ def main() -> None:
                         "every design with stored estimates at these lapse shares (e.g. "
                         "0.15,0.2) and stop")
     args = parser.parse_args()
+    args.simulations = args.simulations or SIMULATIONS[args.kind]
     if args.inattentive and args.kind != "realism":
         parser.error("--inattentive is for the realism table")
     args.table = args.table or (INATTENTIVE_TABLE if args.inattentive else TABLES[args.kind])
@@ -345,8 +354,8 @@ def main() -> None:
                               for r in rows}):
             suffix = "_inattentive" if args.inattentive else ""
             name = f"{design[0]}_{design[1]}_{design[2]}_{args.simulations}{suffix}.pkl"
-            stored = (args.kind == "realism" and estimates_path(
-                *design, args.simulations, args.inattentive).exists())
+            stored = estimates_path(args.kind, *design, args.simulations,
+                                    args.inattentive).exists()
             if stored or (CACHE / args.kind / name).exists():
                 kept.extend(design_table(args.kind, *design, args.simulations, args.cores,
                                          args.inattentive, lapse_share=args.lapse_share))
@@ -371,7 +380,8 @@ def main() -> None:
         # fitting code (the ladder changed while the tables were built): the refit under
         # today's code replaces them, and every cell that moved is printed.
         missing = sorted((d for d in done if d in grid and not estimates_path(
-            *d, args.simulations, args.inattentive).exists()), key=lambda d: d[0] * d[2])
+            "realism", *d, args.simulations, args.inattentive).exists()),
+            key=lambda d: d[0] * d[2])
         for design in missing:
             if time.perf_counter() - started > args.budget_minutes * 60:
                 break

@@ -36,7 +36,8 @@ QUESTIONS = {
     "realism": (
         ("distinguishable", 0.6, "detect a condition at accuracy 0.60", True),
         ("distinguishable", 0.7, "detect a condition at accuracy 0.70", True),
-        ("equivalent", 0.5, "show a condition at chance indistinguishable", True),
+        ("equivalent", 0.5, "show a condition at chance indistinguishable (even if "
+         f"{planning.LAPSE_SHARE:.0%} of listeners answer at random)", True),
         ("distinguishable", 0.5, "false 'distinguishable' at chance", False),
         ("equivalent", 0.6, "false 'indistinguishable' on the margin", False),
     ),

@@ -3,15 +3,16 @@
 `build_plan(design, catalog, text, table)` returns the plan as a dict in the fields of the OSF
 Preregistration template (``osf``) and AsPredicted's eight answers (``aspredicted``), plus the
 machine-readable part the report compares its analysis with (``analysis``): hypotheses, the
-model formulas and their fallback ladders, alpha, the equivalence margin, the correction, the
-exclusion rules, the planned listeners with their power, and the stopping rule.
+model formulas and their fallback ladders, alpha, the equivalence margin and the share of
+random responders an "equivalent" verdict must survive, the correction, the exclusion rules,
+the planned listeners with their power, and the stopping rule.
 
 The researcher writes only the free text (``text``: authors, description, hypotheses' wording,
 exploratory analyses, the stopping date, the sample size) and picks, per ABX condition, the
 hypothesis "distinguishable" or "indistinguishable within the margin"; everything else is
-generated from the design. The app never imports ``analysis``, so the formulas and ladders are
-written out here; tests/analysis/test_analysis_deviations.py checks them against
-``analysis.lme4``, which is what the report fits.
+generated from the design. The app never imports ``analysis``: the ladders and the lapse share
+come from ``sightsound_stats``, which both read, and tests/analysis/test_analysis_deviations.py
+checks the formulas written here against ``analysis.lme4``, which is what the report fits.
 
 `canonical_json` and `plan_sha256` give the bytes the app freezes when the study opens.
 """
@@ -25,6 +26,9 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from sightsound_stats.ladders import ABX_LADDER, RATING_LADDER
+from sightsound_stats.planning import LAPSE_SHARE
+
 from .catalog import REFERENCE, Catalog
 from .power_hint import block_design, load_power_table, power_hint
 
@@ -35,6 +39,9 @@ ASPREDICTED_LIMIT = 3200
 # The report's defaults (python -m analysis report): changing one there is a deviation.
 ALPHA = 0.05
 EQUIVALENCE_MARGIN = 0.1
+# The realism tests' degrees of freedom (analysis.realism.component_df), as the plan states them.
+REALISM_DF = ("df: Welch-Satterthwaite over the listener and stimulus variances, at most the "
+              "sources the condition was heard on minus one")
 CORRECTION = "holm"
 UNIT = "source"
 # The effects the planned sample size is powered for (columns of the designer's power tables).
@@ -44,34 +51,6 @@ DISTINGUISHABLE, INDISTINGUISHABLE = "distinguishable", "indistinguishable"
 # The rating dimensions the report's mixed models test against the reference.
 RATING_DIMENSIONS = ("valence", "arousal")
 
-# The random-effect ladders of analysis/lme4.py (ABX_LADDER, RATING_LADDER), as text: the report
-# uses the first structure that converges without a singular fit, else the next one down.
-ABX_LADDER = (
-    ("maximal: correlated by-participant condition effects",
-     ("(0 + condition | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("uncorrelated by-participant condition effects",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
-      "(1 | unit:condition)")),
-    ("correlated by-participant effects, no clip term",
-     ("(0 + condition | participant)", "(1 | unit)")),
-    ("uncorrelated by-participant effects, no clip term",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
-    ("intercepts for participant, unit and clip",
-     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
-    ("participant intercepts only", ("(1 | participant)",)),
-)
-RATING_LADDER = (
-    ("participant and clip condition effects",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)",
-      "(1 | unit:condition)")),
-    ("clip condition effects, participant intercepts",
-     ("(1 | participant)", "(1 | unit)", "(1 | unit:condition)")),
-    ("participant condition effects, unit intercepts",
-     ("(1 | participant)", "(1 | participant:condition)", "(1 | unit)")),
-    ("intercepts for participant and unit", ("(1 | participant)", "(1 | unit)")),
-    ("participant intercepts only", ("(1 | participant)",)),
-)
 # How the report walks a ladder (analysis/r/fit_mixed.R), stated in the plan.
 REDUCTION_RULE = (
     "Each model uses the first structure of its ladder that converges without a singular fit. "
@@ -103,7 +82,8 @@ def formula(response: str, fixed: str, terms: tuple[str, ...], unit: str = UNIT)
 
 
 def ladder(kind: str, response: str, unit: str = UNIT) -> list[dict[str, str]]:
-    """The fallback ladder of the realism GLMM (kind "realism") or a rating LMM, top first."""
+    """The fallback ladder of the realism GLMM (kind "realism") or a rating LMM, top first: the
+    report's own (sightsound_stats.ladders), as formulas."""
     rungs, fixed = (ABX_LADDER, "0 + condition") if kind == "realism" else (
         RATING_LADDER, "condition")
     return [{"name": name, "formula": formula(response, fixed, terms, unit)}
@@ -254,11 +234,14 @@ def build_plan(
             hint = hint_for(condition, "abx", None)
             effect = (f"accuracy {PLANNED_ACCURACY:.2f}" if kind == DISTINGUISHABLE
                       else "accuracy 0.50 (a condition at chance)")
-            test = (f"one-sided Wald z test of the condition's logit > 0 in the realism GLMM, "
-                    f"Holm-adjusted across the ABX conditions, alpha {alpha:g}"
+            test = (f"one-sided Wald t test of the condition's logit > 0 in the realism GLMM "
+                    f"({REALISM_DF}), Holm-adjusted across the ABX conditions, alpha {alpha:g}"
                     if kind == DISTINGUISHABLE else
-                    f"Wald TOST on the realism GLMM's logit against 0.5 +/- {margin:g} "
-                    f"(Holm-adjusted across the ABX conditions), alpha {alpha:g}")
+                    f"Wald t TOST on the realism GLMM's logit against 0.5 +/- "
+                    f"{margin * (1 - LAPSE_SHARE):g}: the margin {margin:g} shrunk so that the "
+                    f"verdict holds even if up to {LAPSE_SHARE:.0%} of listeners answered at "
+                    f"random unflagged ({REALISM_DF}; Holm-adjusted across the ABX conditions), "
+                    f"alpha {alpha:g}")
         else:
             kind = "shift"
             question = 0  # power_hint.QUESTIONS["ratings"]: a shift of 0.5 points
@@ -307,7 +290,8 @@ def build_plan(
     blocks = [{"id": b["id"], "type": b["type"], "conditions": list(b.get("conditions") or [])}
               for b in design["blocks"]]
     analysis = {
-        "alpha": alpha, "equivalence_margin": margin, "correction": CORRECTION, "unit": UNIT,
+        "alpha": alpha, "equivalence_margin": margin, "lapse_share": LAPSE_SHARE,
+        "correction": CORRECTION, "unit": UNIT,
         "hypotheses": [{k: h[k] for k in ("id", "key", "kind", "condition", "dimension")}
                        for h in hypotheses],
         "models": models,
@@ -479,7 +463,9 @@ def _osf(design, catalog, text, hypotheses, models, exclusions, planned, source,
             "inference_criteria": f"alpha {alpha:g}; Holm correction across conditions within "
                                   "each family (ABX conditions; conditions within a rating "
                                   f"dimension); equivalence margin +/-{margin:g} around chance "
-                                  "for ABX (TOST).",
+                                  f"for ABX (TOST), required to hold even if up to "
+                                  f"{LAPSE_SHARE:.0%} of listeners answered at random "
+                                  f"unflagged (tested against +/-{margin * (1 - LAPSE_SHARE):g}).",
             "data_exclusion": [e["text"] for e in exclusions],
             "missing_data": "Unanswered trials are not imputed: mixed models use every "
                             "answer given; listeners who stop early keep the answers they "

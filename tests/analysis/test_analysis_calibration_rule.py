@@ -138,7 +138,7 @@ def test_exploratory_verdicts_say_so():
     table["exploratory"] = False
     (verdict,) = Realism().verdicts({"realism_glmm": table}, ReportConfig())
     assert "EXPLORATORY" not in verdict["verdict"]
-    assert "even if up to 15% of listeners answered at random" in verdict["verdict"]
+    assert "even if up to 25% of listeners answered at random" in verdict["verdict"]
 
 
 def test_simulated_inattentive_listeners_guess_or_stop_and_leave_the_others_alone():

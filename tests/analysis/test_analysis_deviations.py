@@ -23,13 +23,15 @@ from analysis.deviations import (
 )
 from analysis.load import ExclusionConfig, read_export
 from analysis.simulate import simulate_export
+from sightsound_stats.planning import LAPSE_SHARE
 from study_app.preregistration import ladder
 
 RULES = ExclusionConfig().active_rules()
 
 
 def test_the_plan_states_exactly_the_ladders_the_report_fits():
-    """study_app cannot import analysis: its copy of the ladders must be the report's."""
+    """The plan's formulas (study_app.preregistration.formula) are the ones the report fits and
+    names (lme4.formula_text), rung by rung, both read from sightsound_stats.ladders."""
     for kind, response, rungs, fixed in (("realism", "correct", lme4.ABX_LADDER, "0 + condition"),
                                          ("rating", "valence", lme4.RATING_LADDER, "condition")):
         planned = ladder(kind, response, unit="source")
@@ -65,7 +67,8 @@ def exports(tmp_path_factory):
 
 
 def found(export, record, tables, **settings) -> pd.DataFrame:
-    options = {"alpha": 0.05, "margin": 0.1, "unit": "source", "exclusion_rules": RULES}
+    options = {"alpha": 0.05, "margin": 0.1, "lapse_share": LAPSE_SHARE, "unit": "source",
+               "exclusion_rules": RULES}
     return deviations(record, export.study, export.responses, tables, **(options | settings))
 
 
@@ -79,9 +82,9 @@ def test_a_report_as_planned_has_no_deviation(exports):
     assert export.preregistration == record
     table = found(export, record, fitted_as_planned(record))
     assert named(table) == []
-    # Every planned item is there: listeners, five exclusion rules, alpha, margin,
-    # correction, unit, three models, two blocks' conditions.
-    assert len(table) == 1 + 5 + 4 + 3 + 2
+    # Every planned item is there: listeners, five exclusion rules, alpha, margin, lapse
+    # share, correction, unit, three models, two blocks' conditions.
+    assert len(table) == 1 + 5 + 5 + 3 + 2
     assert "40 completed" in table.loc[0, "analysed"]
 
 
@@ -99,6 +102,26 @@ def test_another_margin_is_that_deviation(exports):
     row = table.set_index("item").loc["equivalence margin"]
     assert (row["planned"], row["analysed"]) == ("+/-0.1", "+/-0.2")
     assert "--margin" in row["note"]
+
+
+def test_another_lapse_share_is_that_deviation_and_a_plan_without_one_says_so(exports):
+    """The plan states the share of random responders 'equivalent' must survive; a report run
+    with another (--lapse-share) deviates, and a plan frozen before the app stated it (a plain
+    TOST at the margin) is stricter-than-planned, said as a deviation."""
+    record = write_plan(exports[40])
+    assert record["plan"]["analysis"]["lapse_share"] == LAPSE_SHARE
+    export = read_export(*exports[40])
+    table = found(export, record, fitted_as_planned(record), lapse_share=0.1)
+    assert named(table) == ["equivalence robust to random responders"]
+    row = table.set_index("item").loc["equivalence robust to random responders"]
+    assert (row["planned"], row["analysed"]) == ("25%", "10%")
+    assert "--lapse-share" in row["note"]
+    older = json.loads(json.dumps(record))
+    del older["plan"]["analysis"]["lapse_share"]
+    table = found(export, older, fitted_as_planned(older))
+    row = table.set_index("item").loc["equivalence robust to random responders"]
+    assert row["status"] == DEVIATION and row["planned"].startswith("not stated")
+    assert row["analysed"] == "25% (TOST at +/-0.075)" and "stricter" in row["note"]
 
 
 def test_keep_unheard_is_that_deviation(exports):
@@ -139,7 +162,8 @@ def test_fallbacks_conditions_amendments_and_integrity(exports):
     # A condition dropped from the data.
     dropped = export.responses[export.responses["condition"] != "at_chance"]
     table = deviations(record, export.study, dropped, fitted_as_planned(record), alpha=0.05,
-                       margin=0.1, unit="source", exclusion_rules=RULES)
+                       margin=0.1, lapse_share=LAPSE_SHARE, unit="source",
+                       exclusion_rules=RULES)
     assert named(table) == ["conditions of block realism"]
     assert table.set_index("item").loc["conditions of block realism", "note"] == (
         "dropped: at_chance")

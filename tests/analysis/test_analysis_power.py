@@ -86,15 +86,12 @@ def test_shipped_power_table_rows_come_from_the_simulation(kind):
     design = (20, 8, 2)  # the cheapest design (10-20 s)
     stored = [r for r in table["rows"]
               if (r["participants"], r["sources"], r["sources_heard"]) == design]
-    if kind == "ratings":
-        # cache=None: refitted here, not read from a cache of fits this machine may hold.
-        assert stored and build.design_table(kind, *design, simulations, cache=None) == stored
-        return
-    # Realism rows come from the design's stored estimates (what --refresh recomputes them
-    # from on any machine): those must be the refit's, and the rows the stored ones.
-    path = build.estimates_path(*design, simulations)
+    # Rows come from the design's stored estimates (what --refresh recomputes them from on
+    # any machine): those must be the refit's (cache=None: refitted here, not read from a
+    # cache of fits this machine may hold), and the rows the stored ones.
+    path = build.estimates_path(kind, *design, simulations)
     assert stored and path.exists(), path
-    refitted = build.design_estimates(*design, simulations, cache=None, root=None)
+    refitted = build.design_estimates(kind, *design, simulations, cache=None, root=None)
     pd.testing.assert_frame_equal(pd.read_csv(path), refitted.reset_index(drop=True),
                                   check_exact=False, rtol=1e-12)
     assert build.design_table(kind, *design, simulations, cache=None) == stored
@@ -112,6 +109,31 @@ def _build_script():
     return build
 
 
+def test_every_shipped_row_follows_from_its_stored_estimates():
+    """Without R: every row of the three shipped tables (the designer's two, the docs'
+    inattentive-listener one) is what today's verdict rules give on that design's stored
+    per-study estimates, so --refresh rebuilds them on any machine and none holds rows of an
+    older rule (a lapse share the report no longer uses)."""
+    import json
+
+    build = _build_script()
+    for kind, path, inattentive in (("realism", build.TABLES["realism"], False),
+                                    ("ratings", build.TABLES["ratings"], False),
+                                    ("realism", build.INATTENTIVE_TABLE, True)):
+        table = json.loads(path.read_text())
+        simulations = table["assumptions"]["simulations_per_design"]
+        assert table["assumptions"] == build.assumptions(kind, simulations, inattentive)
+        designs = sorted({(r["participants"], r["sources"], r["sources_heard"])
+                          for r in table["rows"]})
+        for design in designs:
+            stored = [r for r in table["rows"]
+                      if (r["participants"], r["sources"], r["sources_heard"]) == design]
+            assert build.estimates_path(kind, *design, simulations, inattentive).exists(), design
+            again = build.design_table(kind, *design, simulations, inattentive=inattentive,
+                                       cache=None)
+            assert again == stored, (path.name, design)
+
+
 def test_realism_rows_are_recomputed_from_stored_estimates_for_any_lapse_share():
     """The stored per-study estimates give the shipped rows again without R, and a larger
     lapse share changes only the equivalence columns, and only downwards (its margin is
@@ -120,7 +142,7 @@ def test_realism_rows_are_recomputed_from_stored_estimates_for_any_lapse_share()
 
     build = _build_script()
     design, simulations = (20, 8, 2), 200
-    estimates = pd.read_csv(build.estimates_path(*design, simulations))
+    estimates = pd.read_csv(build.estimates_path("realism", *design, simulations))
     assert set(estimates.columns) == {"study", "condition", "logit", "se", "df"}
     assert estimates["study"].nunique() == simulations
     table = json.loads(build.TABLES["realism"].read_text())
