@@ -88,12 +88,17 @@ def test_shipped_power_table_rows_come_from_the_simulation(kind):
               if (r["participants"], r["sources"], r["sources_heard"]) == design]
     # Rows come from the design's stored estimates (what --refresh recomputes them from on
     # any machine): those must be the refit's (cache=None: refitted here, not read from a
-    # cache of fits this machine may hold), and the rows the stored ones.
+    # cache of fits this machine may hold), and the rows the stored ones. "The refit's" to the
+    # optimiser's precision, not to the last bit: the same data refitted in another R process
+    # has ended up 1.2e-7 (relative) away on a flat optimum (a rating shift, in one of two
+    # clean-clone CI runs of 2026-12-07; R's BLAS here is the reference one, single-threaded,
+    # so the cause is elsewhere and not pinned down), which no row can notice; an estimate from
+    # other data or another model would be far outside 1e-5.
     path = build.estimates_path(kind, *design, simulations)
     assert stored and path.exists(), path
     refitted = build.design_estimates(kind, *design, simulations, cache=None, root=None)
     pd.testing.assert_frame_equal(pd.read_csv(path), refitted.reset_index(drop=True),
-                                  check_exact=False, rtol=1e-12)
+                                  check_exact=False, rtol=1e-5, atol=1e-9)
     assert build.design_table(kind, *design, simulations, cache=None) == stored
 
 
