@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--lapse-share", type=float,
                         help="share of listeners who may answer at random unflagged; an "
                         "'equivalent' verdict must hold even then (default 0.25, "
-                        "analysis.realism.LAPSE_SHARE; 0: assume all listened)")
+                        "sightsound_stats.planning.LAPSE_SHARE; 0: assume all listened)")
     report.add_argument("--alpha", type=float, default=0.05)
     report.add_argument("--unit", choices=["source", "segment"], default="source")
     report.add_argument("--n-boot", type=int, default=2000)

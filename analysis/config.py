@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.exclusions import ExclusionConfig
-from analysis.realism import LAPSE_SHARE
+from sightsound_stats.planning import LAPSE_SHARE
 
 
 @dataclass
@@ -16,7 +16,8 @@ class ReportConfig:
     exclusions: ExclusionConfig = field(default_factory=ExclusionConfig)
     equivalence_margin: float = 0.1
     # The share of unflagged random responders an "equivalent" verdict must survive
-    # (analysis.realism.LAPSE_SHARE; 0 states equivalence as if every listener listened).
+    # (sightsound_stats.planning.LAPSE_SHARE, shared with the tables and the pre-registration;
+    # 0 states equivalence as if every listener listened).
     lapse_share: float = LAPSE_SHARE
     alpha: float = 0.05
     unit: str = "source"

@@ -23,8 +23,8 @@ simulated study's estimates (realism: each condition's logit, SE and df; ratings
 shift's estimate, SE and df; all the verdicts read) in ``sightsound_stats/power_estimates/``
 (in git, a few kB per design): when only the verdict rules change (the margin, the lapse
 share), ``--refresh`` recomputes every stored row from them in seconds instead of refitting
-for hours, on any machine; ``--lapse-share`` sets
-the share the equivalence verdicts must survive (``--shares 0.15,0.2,0.25`` prints the false
+for hours, on any machine; ``--lapse-share`` sets the share the equivalence verdicts must
+survive (``--shares 0.15,0.2,0.25`` prints the false
 "equivalent" of every stored design at each, to choose it by simulation). ``--inattentive``
 simulates the same designs with 15 % unflagged random responders and 20 % of listeners
 stopping halfway into ``sightsound_stats/power_realism_inattentive.json`` (the docs' table;
@@ -58,8 +58,8 @@ from analysis.power import (  # noqa: E402
     realism_planning_fits,
     realism_truth,
 )
-from analysis.realism import LAPSE_SHARE  # noqa: E402
 from sightsound_stats import planning  # noqa: E402
+from sightsound_stats.planning import LAPSE_SHARE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = planning.TABLES
@@ -133,13 +133,19 @@ def assumptions(kind: str, simulations: int, inattentive: bool = False,
     }
 
 
+def fits_path(kind: str, participants: int, sources: int, heard: int, simulations: int,
+              inattentive: bool = False, cache: Path = CACHE) -> Path:
+    """One design's pickled fits in the cache (not in git)."""
+    suffix = "_inattentive" if inattentive else ""
+    return cache / kind / f"{participants}_{sources}_{heard}_{simulations}{suffix}.pkl"
+
+
 def design_fits(kind: str, participants: int, sources: int, heard: int, simulations: int,
                 cores: int = 2, inattentive: bool = False, cache: Path | None = CACHE):
     """``(truth, conditions, fits)`` of one design: from the cache, or simulated with the
     design's own seed, fitted and then stored in the cache."""
     seed = design_seed(participants, sources, heard, 1)
-    suffix = "_inattentive" if inattentive else ""
-    path = (cache / kind / f"{participants}_{sources}_{heard}_{simulations}{suffix}.pkl"
+    path = (fits_path(kind, participants, sources, heard, simulations, inattentive, cache)
             if cache is not None else None)
     if path is not None and path.exists():
         return pickle.loads(path.read_bytes())
@@ -315,7 +321,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true",
                         help="print the table's calibration summary for docs/analysis.md and stop")
     parser.add_argument("--backfill", action="store_true",
-                        help="realism: store the estimates of designs already in the table "
+                        help="store the estimates of designs already in the table "
                         "(refitted from their seeds; rows that come out otherwise are replaced "
                         "and every moved cell printed)")
     parser.add_argument("--lapse-share", type=float, default=LAPSE_SHARE,
@@ -352,11 +358,9 @@ def main() -> None:
         kept = []
         for design in sorted({(r["participants"], r["sources"], r["sources_heard"])
                               for r in rows}):
-            suffix = "_inattentive" if args.inattentive else ""
-            name = f"{design[0]}_{design[1]}_{design[2]}_{args.simulations}{suffix}.pkl"
-            stored = estimates_path(args.kind, *design, args.simulations,
-                                    args.inattentive).exists()
-            if stored or (CACHE / args.kind / name).exists():
+            found = (path(args.kind, *design, args.simulations, args.inattentive).exists()
+                     for path in (estimates_path, fits_path))
+            if any(found):
                 kept.extend(design_table(args.kind, *design, args.simulations, args.cores,
                                          args.inattentive, lapse_share=args.lapse_share))
         rows = kept
@@ -375,12 +379,12 @@ def main() -> None:
 
     write()
     started = time.perf_counter()
-    if args.backfill and args.kind == "realism":
+    if args.backfill:
         # Rows stored before the estimates were kept may come from an older version of the
         # fitting code (the ladder changed while the tables were built): the refit under
         # today's code replaces them, and every cell that moved is printed.
         missing = sorted((d for d in done if d in grid and not estimates_path(
-            "realism", *d, args.simulations, args.inattentive).exists()),
+            args.kind, *d, args.simulations, args.inattentive).exists()),
             key=lambda d: d[0] * d[2])
         for design in missing:
             if time.perf_counter() - started > args.budget_minutes * 60:
@@ -390,7 +394,8 @@ def main() -> None:
                       if (r["participants"], r["sources"], r["sources_heard"]) == design]
             again = design_table(args.kind, *design, args.simulations, args.cores,
                                  args.inattentive, lapse_share=args.lapse_share)
-            moved = [f"{before['accuracy']} {key} {before.get(key)} -> {after[key]}"
+            moved = [f"{before.get('accuracy', before.get('shift'))} {key} {before.get(key)}"
+                     f" -> {after[key]}"
                      for before, after in zip(stored, again, strict=True) for key in after
                      if before.get(key) != after[key]]
             outcome = "the rows as stored" if not moved else "rows moved: " + "; ".join(moved)
