@@ -120,3 +120,19 @@ def install(app: Flask) -> None:
 
     app.preprocess_request = preprocess_request  # type: ignore[method-assign]
     app.dispatch_request = dispatch_request  # type: ignore[method-assign]
+
+    @app.teardown_appcontext
+    def remove_session(exc: BaseException | None) -> None:
+        """The session's end (its ROLLBACK) on a connection the server dropped after the view
+        had answered (a PostgreSQL restart between the two): the transaction died with the
+        connection, so nothing is lost, and the response must not become a 500 (it did, in the
+        durability test of 2026-12-07). Registered after Flask-SQLAlchemy's, so it runs first;
+        any other error still raises."""
+        try:
+            db.session.remove()
+        except DBAPIError as error:
+            if not is_connection_failure(error):
+                raise
+            # (No request here necessarily: app contexts end this way in the CLI too.)
+            log.warning("database connection lost as the session ended; nothing was pending")
+            db.session.registry.clear()
