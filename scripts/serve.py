@@ -14,8 +14,10 @@ stops nginx and every app server; so does any of them exiting.
 Media go through nginx by default (study_app/media_accel.py): the app authorises each media
 request and answers with X-Accel-Redirect to the trial slot's rendition, nginx sends the bytes
 and logs them (deploy/nginx-media.conf.template, deploy/nginx-media-log.conf.template), and the
-app ingests that log before an export. The renditions and the log are in the run folder; the
-app servers get SIGHTSOUND_MEDIA_* to match, and `flask media-gc` runs at start and every
+app ingests that log before an export. The log is in the run folder; the renditions are in
+memory (a folder on /dev/shm named after the run folder, removed on stop; the run folder's
+renditions/ where there is no /dev/shm), since they are a cache that any server can remake;
+the app servers get SIGHTSOUND_MEDIA_* to match, and `flask media-gc` runs at start and every
 10 minutes. `--media-through-app` has the app send the media itself instead.
 
 docs/operations.md ("Production shape") gives the same for N machines.
@@ -27,9 +29,11 @@ import argparse
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +54,10 @@ PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # The renditions' `internal` nginx location (never seen by a browser: nginx follows it itself).
 MEDIA_ACCEL_PREFIX = "/_media_internal/"
 MEDIA_GC_EVERY_S = 600.0  # `flask media-gc`: renditions of answered trials go within 10 minutes
+# Renditions are a cache (each is remade from its clip on demand), so by default they live in
+# memory: writing one to tmpfs costs a third of the CPU of writing it to ext4, with no
+# writeback after (docs/operations.md, "Where the app servers' time goes").
+MEMORY_FOLDERS = Path("/dev/shm")
 
 
 def free_port() -> int:
@@ -75,15 +83,23 @@ class MediaAccel:
     prefix: str
     renditions_dir: Path
     access_log: Path
+    renditions_in_memory: bool = False  # our own tmpfs folder, removed when the shape stops
 
     @classmethod
-    def under(cls, run_dir: Path, env: dict[str, str]) -> MediaAccel:
-        """The run folder's renditions/ and media-access.log, unless the environment names
-        others (a renditions folder on a bigger disk, a log under /var/log/nginx)."""
+    def under(
+        cls, run_dir: Path, env: dict[str, str], memory: Path | None = MEMORY_FOLDERS
+    ) -> MediaAccel:
+        """The run folder's media-access.log and renditions in memory (`memory_folder`),
+        unless the environment names others (renditions on a shared or bigger disk, a log
+        under /var/log/nginx)."""
+        named = env.get("SIGHTSOUND_MEDIA_RENDITIONS_DIR")
+        in_memory = memory_folder(run_dir, memory) if not named else None
+        renditions = Path(named) if named else in_memory or run_dir / "renditions"
         return cls(
             env.get("SIGHTSOUND_MEDIA_ACCEL_REDIRECT") or MEDIA_ACCEL_PREFIX,
-            Path(env.get("SIGHTSOUND_MEDIA_RENDITIONS_DIR") or run_dir / "renditions").resolve(),
+            renditions.resolve(),
             Path(env.get("SIGHTSOUND_MEDIA_ACCESS_LOG") or run_dir / "media-access.log").resolve(),
+            renditions_in_memory=in_memory is not None,
         )
 
     def env(self) -> dict[str, str]:
@@ -91,6 +107,16 @@ class MediaAccel:
         flood throttle is nginx's (MEDIA_THROTTLE), so the app writes nothing per request."""
         values = (self.prefix, str(self.renditions_dir), str(self.access_log), "1")
         return dict(zip(MEDIA_ENV, values, strict=True))
+
+
+def memory_folder(run_dir: Path, memory: Path | None = MEMORY_FOLDERS) -> Path | None:
+    """The run folder's renditions folder in memory: `memory`/sightsound-renditions-<a hash of
+    the run folder> (one per run folder, so two shapes on one machine never share one, and a
+    restart finds its own), or None where `memory` is not a writable folder."""
+    if memory is None or not (memory.is_dir() and os.access(memory, os.W_OK | os.X_OK)):
+        return None
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return memory / f"sightsound-renditions-{digest}"
 
 
 MEDIA_ENV = (
@@ -383,6 +409,9 @@ class Shape:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        if self.media is not None and self.media.renditions_in_memory:
+            # Memory, not disk: give it back (the next start remakes what it needs).
+            shutil.rmtree(self.media.renditions_dir, ignore_errors=True)
 
 
 def shared_secret_key(instance: Path, env: dict[str, str]) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "canonical_wav_bytes",
     "dither_seed",
     "dithered_rendition",
+    "dithered_samples",
     "read_wav_info",
     "read_wav_samples",
     "waveform_peaks",
@@ -310,6 +311,13 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     requests of one slot agree. `seed` must be secret (the app passes `dither_seed(...)`):
     whoever knows it can regenerate the noise and undo it.
     """
+    return canonical[:44] + dithered_samples(canonical, seed).tobytes()
+
+
+def dithered_samples(canonical: bytes, seed: str) -> np.ndarray:
+    """The samples of `dithered_rendition(canonical, seed)` (little-endian int16), after the
+    same 44-byte header: for a writer that sends header and samples without joining them
+    (media_accel.ensure_rendition), one copy of the clip fewer."""
     if canonical[:4] != b"RIFF" or canonical[36:40] != b"data":
         raise ValueError("not a canonical 16-bit WAV (fmt then data, nothing else)")
     samples = np.frombuffer(canonical, dtype="<i2", offset=44)
@@ -324,7 +332,7 @@ def dithered_rendition(canonical: bytes, seed: str) -> bytes:
     dithered = samples + noise
     dithered[(samples == 32767) & (noise == 1)] = 32767
     dithered[(samples == -32768) & (noise == -1)] = -32768
-    return canonical[:44] + dithered.astype("<i2", copy=False).tobytes()
+    return dithered.astype("<i2", copy=False)
 
 
 def waveform_peaks(path: PathOrFile, buckets: int = PEAK_BUCKETS) -> bytes:

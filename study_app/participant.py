@@ -307,12 +307,15 @@ def answer(token: str, trial_token: str):
     else:  # a repeated submit, a stale tab, or a forged token
         trial = _trial(participant, trial_token)
     try:
-        record_answer(trial, current, request.form)
+        stored = record_answer(trial, current, request.form)
     except AnswerError as exc:
         return _render_trial(participant, trial, participant.study, exc.problems, status=400)
     except OutOfOrder:
         # A trial not reached yet (or a stale tab): store nothing, show the real current step.
         return redirect(url_for(".step", token=token), code=303)
+    if stored and media_accel.enabled(current_app):
+        slots = get_trial_type(trial.trial_type).media(trial.spec)
+        media_accel.forget_renditions(trial.token, slots)
     _apply_screening(participant, trial)
     return redirect(url_for(".step", token=token), code=303)
 

@@ -190,6 +190,31 @@ def test_media_gc_keeps_the_current_trials_renditions_only(app, client, demo_stu
         assert media_accel.live_names("test-secret") == {p.name for p in renditions.iterdir()}
 
 
+def test_an_answer_deletes_its_trials_renditions_at_once(app, client, demo_study, tmp_path):
+    """Renditions live as long as their trial is current: the answer deletes them (without
+    that they piled up until the next `media-gc`: 40 GB in ten minutes of 2,000
+    participants). A repeated submit of the answered trial deletes nothing else."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path)
+    for url in page.media:
+        client.get(url, buffered=True)
+    renditions = tmp_path / "renditions"
+    assert len(list(renditions.iterdir())) == 3
+    unrelated = renditions / ("f" * 40)  # another participant's current trial
+    unrelated.write_bytes(b"theirs")
+    answer = valid_answer(app, page)
+    assert client.post(page.action, data=answer).status_code == 303
+    assert [p.name for p in renditions.iterdir()] == [unrelated.name]
+    following = read_page(client.get(step))
+    for url in following.media:
+        assert client.get(url, buffered=True).status_code == 200
+    fetched = {p.name for p in renditions.iterdir()} - {unrelated.name}
+    assert len(fetched) == len(following.media)
+    assert client.post(page.action, data=answer).status_code == 303  # the same answer again
+    assert {p.name for p in renditions.iterdir()} == fetched | {unrelated.name}
+
+
 # The log ---------------------------------------------------------------------------------------
 
 

@@ -198,7 +198,7 @@ def one_server_app(make_app, database):
 
 
 def test_a_study_alternating_between_two_servers_exports_as_one_server(
-    shape, app, one_server_app, demo_set_dir, monkeypatch
+    serve, shape, app, one_server_app, demo_set_dir, monkeypatch
 ):
     running, entry = shape
     assert running.media is not None  # as `make serve` runs: media through nginx
@@ -208,7 +208,11 @@ def test_a_study_alternating_between_two_servers_exports_as_one_server(
     assert media_sent  # the demo study's ABX and rating trials have media
     media_log = running.media.access_log
     wait_for_lines(media_log, len(media_sent))
-    assert len(list(running.media.renditions_dir.iterdir())) >= 3  # nginx sent renditions
+    # nginx sent renditions (the media log has its lines), each deleted with its trial's answer
+    assert running.media.renditions_dir.is_dir()
+    assert not list(running.media.renditions_dir.iterdir())
+    if running.media.renditions_in_memory:  # as make serve runs where there is /dev/shm
+        assert running.media.renditions_dir.parent == serve.MEMORY_FOLDERS
     # Every request went to an app server, a media request too (the app authorises it, then
     # nginx sends the file), so round robin alternates over all of them; the access log has
     # the others, which must sit on the servers their place in that sequence gives.
@@ -339,9 +343,41 @@ def test_serve_migrates_once_serves_and_stops_on_sigterm(serve, database, tmp_pa
             urllib.request.urlopen(f"http://127.0.0.1:{closed}/healthz", timeout=2)
 
 
+def test_renditions_live_in_memory_one_folder_per_run_and_go_when_the_shape_stops(
+    serve, tmp_path
+):
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    first = serve.MediaAccel.under(tmp_path / "run-a", {}, memory=memory)
+    again = serve.MediaAccel.under(tmp_path / "run-a", {}, memory=memory)
+    other = serve.MediaAccel.under(tmp_path / "run-b", {}, memory=memory)
+    assert first.renditions_in_memory and first.renditions_dir.parent == memory
+    assert first.renditions_dir == again.renditions_dir != other.renditions_dir
+    assert first.access_log == tmp_path / "run-a" / "media-access.log"  # the log stays on disk
+    # A folder the environment names is used as it is, and never removed by a stop.
+    named = serve.MediaAccel.under(
+        tmp_path / "run-a", {"SIGHTSOUND_MEDIA_RENDITIONS_DIR": str(tmp_path / "nfs")}, memory
+    )
+    assert named.renditions_dir == tmp_path / "nfs" and not named.renditions_in_memory
+    # No writable memory folder: the run folder's renditions/.
+    assert serve.MediaAccel.under(tmp_path / "run-a", {}, memory=tmp_path / "none") == (
+        serve.MediaAccel(
+            serve.MEDIA_ACCEL_PREFIX,
+            tmp_path / "run-a" / "renditions",
+            tmp_path / "run-a" / "media-access.log",
+        )
+    )
+    for media, removed in ((first, True), (named, False)):
+        media.renditions_dir.mkdir(parents=True)
+        (media.renditions_dir / "r").write_bytes(b"x")
+        serve.Shape(tmp_path / "run-a", 1, media=media).stop()
+        assert media.renditions_dir.exists() is not removed
+
+
 @pytest.mark.parametrize("media_through_nginx", [True, False])
 def test_the_rendered_config_is_valid_and_complete(serve, tmp_path, media_through_nginx):
-    media = serve.MediaAccel.under(tmp_path, {}) if media_through_nginx else None
+    # (renditions in the run folder here: where there is no memory folder)
+    media = serve.MediaAccel.under(tmp_path, {}, memory=None) if media_through_nginx else None
     config = serve.nginx_config(
         tmp_path, "127.0.0.1:1", ["127.0.0.1:2", "127.0.0.1:3"], tmp_path / "collected",
         media=media,
