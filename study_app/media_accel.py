@@ -44,6 +44,7 @@ minutes) deletes every other one (abandoned trials), those older than
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -74,6 +75,9 @@ EVIDENCE_HEADER = "X-SightSound-Evidence"
 LOG_TAG = "sightsound-media/1"
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: ~1,100 renditions of a 10 s stereo 44.1 kHz clip
 DEFAULT_MAX_AGE_HOURS = 6.0
+# A rendition that cannot be written for want of room: the media route then sends the bytes
+# itself (participant.media) rather than fail the participant's request.
+FOLDER_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def enabled(app: Flask) -> bool:

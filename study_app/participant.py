@@ -357,12 +357,21 @@ def media(token: str, trial_token: str, slot: str):
         # nginx sends the slot's rendition (the same dithered bytes) and logs what it wrote;
         # the app counts the request now (or, with the throttle in nginx, when it ingests the
         # log), the bytes when it ingests the log (media_accel.py).
-        response = media_accel.accel_response(
-            trial.trial_id, trial.trial_token, slot, path, mimetype, seed
-        )
-        if not throttle_in_proxy:
-            _count_request_when_closed(trial.trial_id, slot, response)
-        return response
+        try:
+            response = media_accel.accel_response(
+                trial.trial_id, trial.trial_token, slot, path, mimetype, seed
+            )
+        except OSError as error:
+            if error.errno not in media_accel.FOLDER_FULL:
+                raise
+            # The renditions folder is full (it is in memory under serve.py): the participant
+            # gets the same bytes from the app path below, which records its own evidence
+            # (nginx's log line for it carries no evidence key, so it is not counted twice).
+            current_app.logger.warning("renditions folder full (%s): media sent by the app", error)
+        else:
+            if not throttle_in_proxy:
+                _count_request_when_closed(trial.trial_id, slot, response)
+            return response
     if mimetype == "audio/wav":
         # Each trial slot gets its own dithered copy: no two downloads are byte-identical. Audio
         # a trial type renders (anchors, gold and trapping clips, tones) goes the same way, so

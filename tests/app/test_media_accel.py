@@ -215,6 +215,38 @@ def test_an_answer_deletes_its_trials_renditions_at_once(app, client, demo_study
     assert {p.name for p in renditions.iterdir()} == fetched | {unrelated.name}
 
 
+def test_a_full_renditions_folder_falls_back_to_the_app_path(
+    app, client, demo_study, tmp_path, monkeypatch
+):
+    """No room for a rendition (ENOSPC: the memory folder full): the participant still gets
+    the slot's own bytes, from the app path, which records them as evidence itself. Any other
+    error (a missing clip) still fails as before."""
+    import errno
+
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    urls = media_of(page)
+    expected = client.get(urls["a"], buffered=True).get_data()  # the app path's bytes
+    accel(app, tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(media_accel, "ensure_rendition", full)
+    response = client.get(urls["a"], buffered=True)
+    assert response.status_code == 200 and "X-Accel-Redirect" not in response.headers
+    assert response.get_data() == expected
+    ranges, _, requests = evidence_of(app, token_of(page))["a"]
+    assert ranges == [[0, len(expected)]] and requests == 2
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(media_accel, "ensure_rendition", broken)
+    with pytest.raises(OSError):  # (testing mode lets the error through: a 500 otherwise)
+        client.get(urls["b"], buffered=True)
+
+
 # The log ---------------------------------------------------------------------------------------
 
 
