@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -575,6 +576,41 @@ def summary(recorder: Recorder, bare: Recorder, loop_seconds: float, bare_second
     }
 
 
+class FolderWatch:
+    """The bytes and files in a folder, sampled every `every` seconds in a thread while it
+    runs: the renditions' peak during a study (they must stay bounded: docs/operations.md,
+    Disk budget)."""
+
+    def __init__(self, folder: Path, every: float = 2.0) -> None:
+        self.folder, self.every = folder, every
+        self.peak_bytes = self.peak_files = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def size(self) -> tuple[int, int]:
+        total = files = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.folder):
+                with contextlib.suppress(FileNotFoundError):  # deleted as we looked
+                    total += entry.stat().st_size
+                    files += 1
+        return total, files
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            total, files = self.size()
+            self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_files = max(self.peak_files, files)
+
+    def __enter__(self) -> FolderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -678,20 +714,24 @@ def main(argv: list[str] | None = None) -> int:
         bare_seconds_before = client(run_bare(base, half, bare_concurrency, bare))
         bare_before = len(bare.latencies["healthz"])
         recorder = Recorder()
-        cpu_before_study = cpu_seconds(groups)
-        study_seconds = client(
-            run_participants(
-                base,
-                entry,
-                args.participants,
-                args.concurrency,
-                recorder,
-                time_limit=args.time_limit,
-                think=tuple(args.think) if args.think else None,
-                ramp=args.ramp,
-                keep_alive=bool(args.shape),  # nginx keeps a browser's connections open
-            )
+        renditions = FolderWatch(
+            shape.media.renditions_dir if args.shape and shape.media else tmp / "none"
         )
+        cpu_before_study = cpu_seconds(groups)
+        with renditions:
+            study_seconds = client(
+                run_participants(
+                    base,
+                    entry,
+                    args.participants,
+                    args.concurrency,
+                    recorder,
+                    time_limit=args.time_limit,
+                    think=tuple(args.think) if args.think else None,
+                    ramp=args.ramp,
+                    keep_alive=bool(args.shape),  # nginx keeps a browser's connections open
+                )
+            )
         cpu_after_study = cpu_seconds(groups)
         loop_requests = sum(len(recorder.latencies[n]) for n in TRIAL_LOOP)
         after = max(1, loop_requests - bare_before)  # in all, as many as the trial loop made
@@ -763,6 +803,15 @@ def main(argv: list[str] | None = None) -> int:
             figures["nginx_media_log_lines"] = (
                 len(log.read_bytes().splitlines()) if log.exists() else 0
             )
+            at_end, files_at_end = renditions.size()
+            figures["renditions"] = {
+                "folder": str(renditions.folder),
+                "in_memory": shape.media.renditions_in_memory,
+                "peak_bytes": renditions.peak_bytes,  # sampled every 2 s during the study
+                "peak_files": renditions.peak_files,
+                "bytes_at_end": at_end,  # every trial answered: nothing should be left
+                "files_at_end": files_at_end,
+            }
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

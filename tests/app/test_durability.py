@@ -110,6 +110,23 @@ def test_loadgen_reports_latency_throughput_cpu_and_integrity(durability, tmp_pa
         assert study["client"] > 0 and bare["client"] > 0
 
 
+def test_folder_watch_keeps_the_peak_of_a_folder_that_grows_and_empties(durability, tmp_path):
+    import loadgen
+
+    folder = tmp_path / "renditions"
+    with loadgen.FolderWatch(folder, every=0.02) as watch:
+        time.sleep(0.1)  # no folder yet: nothing, no error
+        folder.mkdir()
+        for index in range(3):
+            (folder / f"r{index}").write_bytes(b"x" * 1000)
+        time.sleep(0.2)
+        for path in folder.iterdir():
+            path.unlink()
+        time.sleep(0.1)
+    assert (watch.peak_bytes, watch.peak_files) == (3000, 3)
+    assert watch.size() == (0, 0)
+
+
 def test_cpu_seconds_counts_a_process_group(durability):
     import loadgen
 
