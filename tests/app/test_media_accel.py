@@ -154,13 +154,19 @@ def test_servers_racing_to_render_write_one_whole_file(tmp_path):
 # Disk budget ------------------------------------------------------------------------------------
 
 
-def test_media_gc_keeps_the_current_trials_renditions_only(app, client, demo_study, tmp_path):
+def abx_through_nginx(app, client, tmp_path):
+    """(step URL, the first ABX page, the renditions folder), its three slots fetched through
+    the accel path, so their renditions are on disk."""
     step = start(client, entry(app))
     page = to_first(app, client, step, "abx")
     accel(app, tmp_path)
     for url in page.media:
         client.get(url, buffered=True)
-    renditions = tmp_path / "renditions"
+    return step, page, tmp_path / "renditions"
+
+
+def test_media_gc_keeps_the_current_trials_renditions_only(app, client, demo_study, tmp_path):
+    step, page, renditions = abx_through_nginx(app, client, tmp_path)
     current = {p.name for p in renditions.iterdir()}
     assert len(current) == 3
     (renditions / ("f" * 40)).write_bytes(b"an answered trial's rendition")
@@ -194,12 +200,7 @@ def test_an_answer_deletes_its_trials_renditions_at_once(app, client, demo_study
     """Renditions live as long as their trial is current: the answer deletes them (without
     that they piled up until the next `media-gc`: 40 GB in ten minutes of 2,000
     participants). A repeated submit of the answered trial deletes nothing else."""
-    step = start(client, entry(app))
-    page = to_first(app, client, step, "abx")
-    accel(app, tmp_path)
-    for url in page.media:
-        client.get(url, buffered=True)
-    renditions = tmp_path / "renditions"
+    step, page, renditions = abx_through_nginx(app, client, tmp_path)
     assert len(list(renditions.iterdir())) == 3
     unrelated = renditions / ("f" * 40)  # another participant's current trial
     unrelated.write_bytes(b"theirs")
@@ -213,6 +214,23 @@ def test_an_answer_deletes_its_trials_renditions_at_once(app, client, demo_study
     assert len(fetched) == len(following.media)
     assert client.post(page.action, data=answer).status_code == 303  # the same answer again
     assert {p.name for p in renditions.iterdir()} == fetched | {unrelated.name}
+
+
+def test_a_rendition_that_cannot_be_deleted_does_not_fail_the_answer(
+    app, client, demo_study, tmp_path, monkeypatch
+):
+    """The answer is stored before its renditions are deleted: a deletion refused (EACCES)
+    is logged and left to `media-gc`, and the participant gets the acknowledgement."""
+    step, page, renditions = abx_through_nginx(app, client, tmp_path)
+
+    def refused(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert client.post(page.action, data=valid_answer(app, page)).status_code == 303
+    monkeypatch.undo()
+    assert len(list(renditions.iterdir())) == 3  # left for media-gc
+    assert token_of(read_page(client.get(step))) != token_of(page)  # the answer counted
 
 
 def test_a_full_renditions_folder_falls_back_to_the_app_path(
