@@ -366,7 +366,8 @@ def media(token: str, trial_token: str, slot: str):
                 raise
             # The renditions folder is full (it is in memory under serve.py): the participant
             # gets the same bytes from the app path below, which records its own evidence
-            # (nginx's log line for it carries no evidence key, so it is not counted twice).
+            # (nginx's media log has lines only for what it sends from renditions, so these
+            # bytes are not counted twice).
             current_app.logger.warning("renditions folder full (%s): media sent by the app", error)
         else:
             if not throttle_in_proxy:
