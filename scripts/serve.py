@@ -119,6 +119,26 @@ def memory_folder(run_dir: Path, memory: Path | None = MEMORY_FOLDERS) -> Path |
     return memory / f"sightsound-renditions-{digest}"
 
 
+def sweep_memory_folders(
+    keep: Path, memory: Path = MEMORY_FOLDERS, idle_hours: float = 6.0, now: float | None = None
+) -> list[Path]:
+    """Remove other run folders' renditions in memory that nothing has touched for
+    `idle_hours` (a shape killed before its stop, e.g. a test run killed mid-way, leaves its
+    folder in memory until a reboot). Always safe: a rendition is a cache, and a shape still
+    running remakes its folder and renditions on the next request. Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in memory.glob("sightsound-renditions-*"):
+        try:
+            idle = (now - folder.stat().st_mtime) / 3600
+        except FileNotFoundError:
+            continue
+        if folder != keep and folder.is_dir() and idle > idle_hours:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 MEDIA_ENV = (
     "SIGHTSOUND_MEDIA_ACCEL_REDIRECT",
     "SIGHTSOUND_MEDIA_RENDITIONS_DIR",
@@ -307,6 +327,8 @@ class Shape:
         # The app servers' media settings are the nginx config's, or none at all.
         if not self.media_through_app:
             self.media = MediaAccel.under(self.run_dir, self.env)
+            if self.media.renditions_in_memory:
+                sweep_memory_folders(self.media.renditions_dir, self.media.renditions_dir.parent)
         self.env = {k: v for k, v in self.env.items() if k not in MEDIA_ENV}
         self.env.update(self.media.env() if self.media else {})
         for _ in range(self.servers):

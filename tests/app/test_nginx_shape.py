@@ -374,6 +374,20 @@ def test_renditions_live_in_memory_one_folder_per_run_and_go_when_the_shape_stop
         assert media.renditions_dir.exists() is not removed
 
 
+def test_a_start_sweeps_other_runs_idle_memory_folders(serve, tmp_path):
+    memory = tmp_path / "shm"
+    ours, idle, busy = (memory / f"sightsound-renditions-{n}" for n in ("ours", "idle", "busy"))
+    for folder in (ours, idle, busy):
+        folder.mkdir(parents=True)
+        (folder / "r").write_bytes(b"x")
+    (memory / "unrelated").mkdir()
+    long_ago = time.time() - 7 * 3600
+    for folder in (ours, idle, memory / "unrelated"):
+        os.utime(folder, (long_ago, long_ago))
+    assert serve.sweep_memory_folders(ours, memory) == [idle]
+    assert ours.exists() and busy.exists() and (memory / "unrelated").exists()
+
+
 @pytest.mark.parametrize("media_through_nginx", [True, False])
 def test_the_rendered_config_is_valid_and_complete(serve, tmp_path, media_through_nginx):
     # (renditions in the run folder here: where there is no memory folder)
