@@ -139,31 +139,21 @@ def ensure_rendition(
     try:
         if mimetype == "audio/wav":
             canonical = source.read_bytes()
-            _write_new(tmp, [canonical[:44], memoryview(dithered_samples(canonical, seed))])
+            with open(tmp, "wb") as file:
+                # Header and samples one after the other, not joined first: a clip-sized copy
+                # less (a write this large bypasses the file's buffer).
+                file.write(canonical[:44])
+                file.write(dithered_samples(canonical, seed))
         else:
             try:  # a video is sent unchanged: a hard link costs no disk
                 os.link(source, tmp)
             except OSError:
-                _write_new(tmp, [source.read_bytes()])
+                tmp.write_bytes(source.read_bytes())
         os.utime(tmp, (MEDIA_MTIME, MEDIA_MTIME))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path.stat().st_size
-
-
-def _write_new(path: Path, pieces: list[bytes | memoryview]) -> None:
-    """`pieces` one after another into a new file at `path`, without joining them first (a
-    clip's worth of copying less per rendition); a short write (a full disk) ends in OSError."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb", buffering=0, closefd=False) as file:
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                while view:  # a raw write may take part of it
-                    view = view[file.write(view):]
-    finally:
-        os.close(fd)
 
 
 def accel_response(
