@@ -1,4 +1,4 @@
-"""Benchmark the media endpoint three ways, in one run (issue 24):
+"""Benchmark the media endpoint five ways, in one run (issue 24):
 
     .venv/bin/python scripts/bench_media.py [--seconds 10] [--concurrency 20] [--workers 4]
                                             [--database sqlite]
@@ -9,7 +9,9 @@
    the trial slot's rendition on disk (MEDIA_ACCEL_REDIRECT), nginx sends the file and logs it;
 3. **X-Accel, throttle in nginx**: the same, the X-Accel gunicorn restarted with
    MEDIA_THROTTLE_IN_PROXY (nginx's limit_req keeps the flood throttle; the app only reads);
-4. **static**: nginx sends a static file of the same size (the ceiling).
+4. **direct sends**: the same gunicorn restarted with MEDIA_DIRECT, each participant's page
+   shown once (it renders the trial's renditions); nginx sends the media without the app;
+5. **static**: nginx sends a static file of the same size (the ceiling).
 
 `--concurrency` clients (processes x threads, keep-alive connections), each fetching its own
 participant's current ABX slot `a` whole, again and again, for `--seconds` per phase. The flood
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             ("X-Accel (gunicorn authorises, nginx sends)", front, urls),
             # the same gunicorn restarted with the throttle left to nginx: one read, no write
             ("X-Accel, throttle in nginx (no write)", front, urls),
+            # restarted again with MEDIA_DIRECT; each participant's page shown once (renders)
+            ("direct sends (nginx alone)", front, urls),
             ("nginx static, same size", front, ["/bench-static/same-size.wav"] * len(urls)),
         ]
         print(
@@ -280,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
                 in_proxy = accel | {"MEDIA_THROTTLE_IN_PROXY": True}
                 accel_server = gunicorn(url, in_proxy, args.workers, secret, port=accel_port)
                 _, accel_group = accel_server.__enter__()
+            if name.startswith("direct"):
+                accel_server.__exit__(None, None, None)
+                direct = accel | {"MEDIA_THROTTLE_IN_PROXY": True, "MEDIA_DIRECT": True}
+                accel_server = gunicorn(url, direct, args.workers, secret, port=accel_port)
+                _, accel_group = accel_server.__enter__()
+                for url_a in urls:  # the trial page renders its renditions where nginx looks
+                    page = http.client.HTTPConnection("127.0.0.1", front, timeout=30)
+                    page.request("GET", url_a.split("/t/", 1)[0] + "/")
+                    assert page.getresponse().read()
+                    page.close()
             warm(port, targets)
             before = (group_cpu({app_group, accel_group}), group_cpu({nginx_pid}))
             database_before = cpu_seconds(-1).get("database", 0.0)

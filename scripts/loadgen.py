@@ -16,8 +16,10 @@ checks in the database that every acknowledged answer (303) is stored exactly on
 else is.
 
 `--shape SERVERS` puts the production shape in place of the one gunicorn: nginx in front of
-SERVERS app servers of `--workers` each, media through nginx by X-Accel-Redirect unless
-`--media-through-app` (scripts/serve.py's Shape, as `make serve` runs it).
+SERVERS app servers of `--workers` each, media through nginx (scripts/serve.py's Shape, as
+`make serve` runs it: a shown trial's media sent directly, anything else by X-Accel-Redirect
+after the app's authorisation; `--x-accel-only`: every media request through the app, as
+before direct sends; `--media-through-app`: the app sends them).
 
 Everything is bounded: the number of participants and requests, a per-request timeout and a
 wall-clock limit for the whole run. Traffic goes to 127.0.0.1 only.
@@ -588,12 +590,19 @@ class FolderWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def size(self) -> tuple[int, int]:
+        """(bytes, files), one level of folders down (direct sends keep a folder per trial)."""
         total = files = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.folder):
-                with contextlib.suppress(FileNotFoundError):  # deleted as we looked
-                    total += entry.stat().st_size
-                    files += 1
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # deleted
+                    if not entry.is_dir():
+                        total += entry.stat().st_size
+                        files += 1
+                        continue
+                    for child in os.scandir(entry.path):
+                        with contextlib.suppress(FileNotFoundError):
+                            total += child.stat().st_size
+                            files += 1
         return total, files
 
     def _run(self) -> None:
@@ -651,6 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         "--media-through-app", action="store_true", help="with --shape: the app sends the media"
     )
     parser.add_argument(
+        "--x-accel-only", action="store_true",
+        help="with --shape: every media request to the app, then X-Accel-Redirect (no direct "
+        "sends, MEDIA_DIRECT off; for comparison)",
+    )  # fmt: skip
+    parser.add_argument(
         "--think",
         type=float,
         nargs=2,
@@ -691,7 +705,10 @@ def main(argv: list[str] | None = None) -> int:
 
             shape = serve.Shape(
                 tmp / "serve", free_port(), servers=args.shape, workers=args.workers,
-                env=dict(os.environ, DATABASE_URL=url, SECRET_KEY=secrets.token_hex(16)),
+                env=dict(
+                    os.environ, DATABASE_URL=url, SECRET_KEY=secrets.token_hex(16),
+                    SIGHTSOUND_MEDIA_DIRECT="0" if args.x_accel_only else "1",
+                ),
                 config={"MEDIA_DIR": str(media)}, media_through_app=args.media_through_app,
             )  # fmt: skip
             stack.callback(shape.stop)
@@ -762,7 +779,11 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "shape": (
                 f"nginx + {args.shape} app servers, media through "
-                + ("the app" if args.media_through_app else "nginx (X-Accel-Redirect)")
+                + (
+                    "the app" if args.media_through_app
+                    else "nginx (X-Accel-Redirect)" if args.x_accel_only
+                    else "nginx (direct sends, X-Accel-Redirect on a miss)"
+                )
                 if args.shape
                 else "one gunicorn"
             ),

@@ -11,10 +11,13 @@ deploy/nginx.conf.template into a run folder (default: instance/serve/), static 
 collected there under their fingerprints, and nginx runs in the foreground. Ctrl-C or SIGTERM
 stops nginx and every app server; so does any of them exiting.
 
-Media go through nginx by default (study_app/media_accel.py): the app authorises each media
-request and answers with X-Accel-Redirect to the trial slot's rendition, nginx sends the bytes
-and logs them (deploy/nginx-media.conf.template, deploy/nginx-media-log.conf.template), and the
-app ingests that log before an export. The log is in the run folder; the renditions are in
+Media go through nginx by default (study_app/media_accel.py): a trial's page renders its
+slots' renditions where nginx finds them from the media URL (MEDIA_DIRECT), so nginx sends a
+current trial's media without asking the app; anything else goes to the app, which authorises
+the request and answers with X-Accel-Redirect to the rendition (or 404). nginx logs what it
+sent (deploy/nginx-media.conf.template, deploy/nginx-media-log.conf.template), and the app
+ingests that log before an export (SIGHTSOUND_MEDIA_DIRECT=0: every media request through the
+app and X-Accel-Redirect). The log is in the run folder; the renditions are in
 memory (a folder on /dev/shm named after the run folder, removed on stop; the run folder's
 renditions/ where there is no /dev/shm), since they are a cache that any server can remake;
 the app servers get SIGHTSOUND_MEDIA_* to match, and `flask media-gc` runs at start and every
@@ -84,6 +87,9 @@ class MediaAccel:
     renditions_dir: Path
     access_log: Path
     renditions_in_memory: bool = False  # our own tmpfs folder, removed when the shape stops
+    # MEDIA_DIRECT: nginx sends a current trial's renditions without asking the app (False:
+    # every media request goes to the app, which answers with X-Accel-Redirect).
+    direct: bool = True
 
     @classmethod
     def under(
@@ -100,12 +106,16 @@ class MediaAccel:
             renditions.resolve(),
             Path(env.get("SIGHTSOUND_MEDIA_ACCESS_LOG") or run_dir / "media-access.log").resolve(),
             renditions_in_memory=in_memory is not None,
+            direct=env.get("SIGHTSOUND_MEDIA_DIRECT", "1") in ("1", "true", "yes"),
         )
 
     def env(self) -> dict[str, str]:
         """The environment create_app reads them from (app servers and `flask media-gc`); the
         flood throttle is nginx's (MEDIA_THROTTLE), so the app writes nothing per request."""
-        values = (self.prefix, str(self.renditions_dir), str(self.access_log), "1")
+        values = (
+            self.prefix, str(self.renditions_dir), str(self.access_log), "1",
+            "1" if self.direct else "0",
+        )  # fmt: skip
         return dict(zip(MEDIA_ENV, values, strict=True))
 
 
@@ -144,6 +154,7 @@ MEDIA_ENV = (
     "SIGHTSOUND_MEDIA_RENDITIONS_DIR",
     "SIGHTSOUND_MEDIA_ACCESS_LOG",
     "SIGHTSOUND_MEDIA_THROTTLE_IN_PROXY",
+    "SIGHTSOUND_MEDIA_DIRECT",
 )
 # nginx's flood throttle per trial slot: (sustained rate, burst). A burst of 300 at once and
 # then 5 a second: issue 23's 300 requests a minute, as a token bucket instead of the app's
@@ -152,13 +163,27 @@ MEDIA_THROTTLE = ("5r/s", 300)
 
 
 def media_includes(folder: Path, media: MediaAccel, upstream: str,
-                   throttle: tuple[str, int] = MEDIA_THROTTLE) -> tuple[Path, Path]:
+                   throttle: tuple[str, int] = MEDIA_THROTTLE,
+                   secure: bool = False) -> tuple[Path, Path]:
     """Render deploy/nginx-media.conf.template (the media locations, for a server block) and
     deploy/nginx-media-log.conf.template (the media log's format, for the http block) into
     `folder`, proxying the media route to `upstream`; returns their paths. nginx_config
-    includes them, and so do the test's and the benchmark's smaller configs."""
+    includes them, and so do the test's and the benchmark's smaller configs. `secure`: the
+    app servers' SESSION_COOKIE_SECURE (their security headers then include HSTS, and so must
+    nginx's direct sends)."""
+    from study_app import security_headers
+    from study_app.media_accel import DIRECT_EXTENSIONS
+
     media.renditions_dir.mkdir(parents=True, exist_ok=True)
+    folder_path = "/$sightsound_p.$sightsound_t/$sightsound_s"
     values = {
+        "media_direct_files": " ".join(f"{folder_path}.{e}" for e in DIRECT_EXTENSIONS.values()),
+        "media_direct_types": "\n".join(
+            f"        {mimetype} {extension};" for mimetype, extension in DIRECT_EXTENSIONS.items()
+        ),
+        "media_direct_headers": "\n".join(
+            f'    add_header {name} "{value}";' for name, value in security_headers(secure)
+        ),
         "media_upstream": upstream,
         "proxy_params": str(DEPLOY / "proxy_params.conf"),
         "media_accel_prefix": "/" + media.prefix.strip("/") + "/",
@@ -184,6 +209,7 @@ def nginx_config(
     access_log: str = "off",
     worker_processes: str = "auto",
     media: MediaAccel | None = None,
+    secure: bool = False,
 ) -> Path:
     """Render deploy/nginx.conf.template into `run_dir`, with deploy/nginx-media.conf.template
     (server block) and deploy/nginx-media-log.conf.template (http block) when `media` go
@@ -209,7 +235,9 @@ def nginx_config(
         locations.write_text("")
         log_format.write_text("")
     else:
-        locations, log_format = media_includes(run_dir, media, "http://sightsound_app")
+        locations, log_format = media_includes(
+            run_dir, media, "http://sightsound_app", secure=secure
+        )
     values["media_locations"] = str(locations)
     values["media_log_format"] = str(log_format)
     config = run_dir / "nginx.conf"
@@ -343,6 +371,7 @@ class Shape:
             access_log=self.access_log,
             worker_processes=self.nginx_workers,
             media=self.media,
+            secure=self.env.get("SIGHTSOUND_SECURE_COOKIES", "") in ("1", "true", "yes"),
         )
         try:
             for server in self.app_servers:

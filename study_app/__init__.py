@@ -16,6 +16,26 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .version import __version__  # noqa: F401 - the package's version, as before
 
 
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """The headers every response carries (unless it sets its own). nginx's direct media sends
+    (deploy/nginx-media.conf.template, rendered by scripts/serve.py) add the same list, so a
+    medium nginx sends looks exactly like one the app sends. `secure`: SESSION_COOKIE_SECURE
+    (HTTPS only: Strict-Transport-Security)."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+    ]
+    if secure:
+        headers.append(("Strict-Transport-Security", "max-age=31536000"))
+    headers.append((
+        "Content-Security-Policy",
+        "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self' https:",
+    ))
+    return headers
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory (as in Flask's tutorial): config from instance/ and the environment."""
     # static_folder=None: static_assets.install routes /static/ with fingerprinted URLs.
@@ -48,12 +68,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # route only authorises and the requests are counted from nginx's log.
         MEDIA_THROTTLE_IN_PROXY=os.environ.get("SIGHTSOUND_MEDIA_THROTTLE_IN_PROXY", "")
         in ("1", "true", "yes"),
+        # And nginx sends a current trial's media straight from the URL's path (rendered
+        # when the page is shown): no app request per media fetch (media_accel.py).
+        MEDIA_DIRECT=os.environ.get("SIGHTSOUND_MEDIA_DIRECT", "") in ("1", "true", "yes"),
     )
     app.config.from_pyfile("config.py", silent=True)
     if test_config:
         app.config.update(test_config)
     if app.config["SECURE_COOKIES"] and not (app.debug or app.testing):
         app.config.update(SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=True)
+    if app.config.get("MEDIA_DIRECT") and not (
+        app.config.get("MEDIA_ACCEL_REDIRECT") and app.config.get("MEDIA_THROTTLE_IN_PROXY")
+    ):
+        # Direct sends never reach the app: only nginx's log can count them, and only nginx
+        # can throttle them.
+        raise ValueError("MEDIA_DIRECT needs MEDIA_ACCEL_REDIRECT and MEDIA_THROTTLE_IN_PROXY")
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
@@ -92,17 +121,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     all_trial_types()
 
     @app.after_request
-    def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if app.config.get("SESSION_COOKIE_SECURE"):
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'self' https:",
-        )
+    def add_security_headers(response):
+        for name, value in security_headers(bool(app.config.get("SESSION_COOKIE_SECURE"))):
+            response.headers.setdefault(name, value)
         return response
 
     app.add_template_filter(render_markdown, "markdown")

@@ -34,6 +34,18 @@ counted by the app as it authorises it (requests and the throttle's window), so 
 throttle works without waiting for the log. Merging a union is idempotent, so a line read twice
 changes nothing; the offset kept beside the log only saves re-reading.
 
+Direct sends (`MEDIA_DIRECT`, with MEDIA_THROTTLE_IN_PROXY; scripts/serve.py's default): the
+trial page renders its trial's renditions (`prepare_trial_media`) at
+`<participant token>.<trial token>/<slot>.<ext>`, a path nginx derives from the media URL
+itself, so nginx sends a current trial's media without asking the app (no app process, no
+database read per media request). Authorisation is unchanged in substance: the media URL
+holds both unguessable tokens (as on every path), a file exists only for a trial that has
+been shown and not yet answered (the answer deletes its folder at once, `forget_renditions`;
+`collect` the rest), and a miss (a trial not current, a wrong token, a deleted or
+never-written rendition) goes to the media route, which authorises as before and answers
+404 or X-Accel-Redirect. nginx logs direct sends with the URL's tokens instead of a signed
+key; `ingest_media_log` maps them to the trial (and refuses a slot the trial has not).
+
 Disk: a rendition is its clip's size. Only a current trial's renditions are needed: the answer
 deletes its trial's (`forget_renditions`), and `collect` (`flask media-gc`, run every few
 minutes) deletes every other one (abandoned trials), those older than
@@ -52,7 +64,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +96,11 @@ def enabled(app: Flask) -> bool:
     return bool(app.config.get("MEDIA_ACCEL_REDIRECT"))
 
 
+def direct(app: Flask) -> bool:
+    """MEDIA_DIRECT: nginx sends a current trial's renditions straight from the URL's path."""
+    return enabled(app) and bool(app.config.get("MEDIA_DIRECT"))
+
+
 def throttle_in_proxy(app: Flask) -> bool:
     """Media through nginx with MEDIA_THROTTLE_IN_PROXY: nginx keeps the flood throttle, the
     media route writes nothing and the log's responses are counted as the requests."""
@@ -102,6 +119,29 @@ def rendition_name(secret: str | bytes, trial_token: str, slot: str) -> str:
     it never equals the dither seed (which must stay secret)."""
     message = b"\0".join((b"sightsound-rendition/1", trial_token.encode(), slot.encode()))
     return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()[:40]
+
+
+# Media types nginx sends directly, by the file extension it finds (the `types` of the direct
+# location in deploy/nginx-media.conf.template list the same). Any other type is written with
+# DIRECT_OTHER, which nginx never tries: its media go through the app's X-Accel-Redirect.
+DIRECT_EXTENSIONS = {"audio/wav": "wav", "video/mp4": "mp4", "video/webm": "webm"}
+DIRECT_OTHER = "media"
+
+
+def trial_folder(participant_token: str, trial_token: str) -> str:
+    """A trial's renditions folder under direct sends: both URL tokens, as nginx reads them."""
+    return f"{participant_token}.{trial_token}"
+
+
+def rendition_path(
+    config, participant_token: str, trial_token: str, slot: str, mimetype: str
+) -> str:
+    """Where a trial slot's rendition lives, relative to MEDIA_RENDITIONS_DIR: the keyed name
+    (rendition_name), or under MEDIA_DIRECT the trial folder's `<slot>.<extension>`."""
+    if config.get("MEDIA_DIRECT"):
+        extension = DIRECT_EXTENSIONS.get(mimetype, DIRECT_OTHER)
+        return f"{trial_folder(participant_token, trial_token)}/{slot}.{extension}"
+    return rendition_name(config["SECRET_KEY"], trial_token, slot)
 
 
 def evidence_key(secret: str | bytes, trial_id: int, slot: str, total: int) -> str:
@@ -126,16 +166,16 @@ def read_evidence_key(secret: str | bytes, key: str) -> tuple[int, str, int] | N
 def ensure_rendition(
     renditions_dir: Path, name: str, source: Path, mimetype: str, seed: str
 ) -> int:
-    """The rendition `name` on disk (made once; written to a temporary file and renamed, so
-    two servers racing both write the same bytes and a reader never sees half a file); returns
-    its length."""
+    """The rendition `name` (a path relative to `renditions_dir`) on disk (made once; written
+    to a temporary file and renamed, so two servers racing both write the same bytes and a
+    reader never sees half a file); returns its length."""
     path = renditions_dir / name
     try:
         return path.stat().st_size
     except FileNotFoundError:
         pass
-    renditions_dir.mkdir(parents=True, exist_ok=True)
-    tmp = renditions_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         if mimetype == "audio/wav":
             canonical = source.read_bytes()
@@ -157,7 +197,13 @@ def ensure_rendition(
 
 
 def accel_response(
-    trial_id: int, trial_token: str, slot: str, source: Path, mimetype: str, seed: str
+    participant_token: str,
+    trial_id: int,
+    trial_token: str,
+    slot: str,
+    source: Path,
+    mimetype: str,
+    seed: str,
 ) -> Response:
     """The media route's answer under MEDIA_ACCEL_REDIRECT: an empty response that nginx
     replaces with the rendition. Content-Type, Cache-Control and Accept-Ranges go through to
@@ -165,7 +211,7 @@ def accel_response(
     copied by the nginx location; the evidence header is for nginx's log only."""
     config = current_app.config
     secret = config["SECRET_KEY"]
-    name = rendition_name(secret, trial_token, slot)
+    name = rendition_path(config, participant_token, trial_token, slot, mimetype)
     total = ensure_rendition(Path(config["MEDIA_RENDITIONS_DIR"]), name, source, mimetype, seed)
     if request.range is not None and len(request.range.ranges) != 1:
         # Several ranges at once: the app path (Werkzeug) answers 416, so this path does too
@@ -180,7 +226,36 @@ def accel_response(
     return response
 
 
-def forget_renditions(trial_token: str, slots: Iterable[str]) -> None:
+@dataclass(frozen=True)
+class SlotMedium:
+    """A trial slot's medium as the app path would send it: the stored (or generated) file,
+    its type and the slot's dither seed."""
+
+    source: Path
+    mimetype: str
+    seed: str
+
+
+def prepare_trial_media(
+    participant_token: str, trial_token: str, media: dict[str, SlotMedium]
+) -> None:
+    """Under MEDIA_DIRECT, render a trial's renditions when its page is shown, where nginx
+    will look for them, so that every fetch of its media is a direct send. A rendition that
+    cannot be written (the folder full, or any other error) is left out: its fetches go to
+    the media route, which tries again and, failing that, sends the bytes itself. The page is
+    never failed for it."""
+    config = current_app.config
+    folder = Path(config["MEDIA_RENDITIONS_DIR"])
+    for slot, medium in media.items():
+        name = rendition_path(config, participant_token, trial_token, slot, medium.mimetype)
+        try:
+            ensure_rendition(folder, name, medium.source, medium.mimetype, medium.seed)
+        except OSError as error:
+            current_app.logger.warning("rendition %s not written: %s", slot, error)
+            return
+
+
+def forget_renditions(participant_token: str, trial_token: str, slots: Iterable[str]) -> None:
     """Delete an answered trial's renditions now: only the current trial's media are served, so
     none will be asked for again. Without this, renditions lived until the next `media-gc`, and
     2,000 participants at human pace render about 70 MB a second: 40 GB between two
@@ -192,23 +267,42 @@ def forget_renditions(trial_token: str, slots: Iterable[str]) -> None:
     already, and its acknowledgement must not become an error."""
     config = current_app.config
     folder = Path(config["MEDIA_RENDITIONS_DIR"])
-    for slot in slots:
-        path = folder / rendition_name(config["SECRET_KEY"], trial_token, slot)
+    if config.get("MEDIA_DIRECT"):
+        paths = [folder / trial_folder(participant_token, trial_token)]
+    else:
+        paths = [folder / rendition_name(config["SECRET_KEY"], trial_token, s) for s in slots]
+    for path in paths:
         try:
-            path.unlink(missing_ok=True)
+            _remove(path)
         except OSError as error:
             current_app.logger.warning("rendition %s not deleted: %s", path.name, error)
 
 
+def _remove(path: Path) -> None:
+    """Delete a rendition, or a trial's folder of them (direct sends), if it is there."""
+    if path.is_dir():
+        for child in path.iterdir():
+            child.unlink(missing_ok=True)
+        path.rmdir()
+    else:
+        path.unlink(missing_ok=True)
+
+
 # Ingesting nginx's log -------------------------------------------------------------------------
 
-# log_format sightsound_media 'sightsound-media/1 $msec $request_id $status $body_bytes_sent
-#     "$request_completion" "$sent_http_x_sightsound_evidence_key" "$sent_http_content_range"';
+# log_format sightsound_media 'sightsound-media/2 $msec $request_id $status $body_bytes_sent
+#     "$request_completion" "$sightsound_evidence" "$sent_http_content_range"
+#     "$sent_http_content_length"'; version 1 lines (no Content-Length) are read too.
 LOG_LINE = re.compile(
-    r"^sightsound-media/1 (?P<msec>\d+\.\d+) (?P<request_id>\S+) (?P<status>\d{3}) "
-    r'(?P<sent>\d+) "(?P<completion>[^"]*)" "(?P<key>[^"]*)" "(?P<range>[^"]*)"$'
+    r"^sightsound-media/(?P<version>[12]) (?P<msec>\d+\.\d+) (?P<request_id>\S+) "
+    r'(?P<status>\d{3}) (?P<sent>\d+) "(?P<completion>[^"]*)" "(?P<key>[^"]*)" '
+    r'"(?P<range>[^"]*)"(?: "(?P<length>[^"]*)")?$'
 )
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# A direct send's key (the nginx location sets it from the URL): direct.<participant token>.
+# <trial token>.<slot>. Not signed: nginx writes such a line only when it found the file,
+# which only the app writes, for that participant's trial; the ingest checks the pair anyway.
+DIRECT_KEY = re.compile(r"^direct\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 
 
 @dataclass(frozen=True)
@@ -223,17 +317,35 @@ class LoggedSend:
     at: datetime  # when nginx finished (or gave up on) the response
 
 
-def parse_line(secret: str | bytes, line: str) -> LoggedSend | None:
+# (participant token, trial token, slot) of a direct send -> the trial's id, or None when the
+# participant has no such trial or the trial no such slot.
+DirectResolver = Callable[[str, str, str], int | None]
+
+
+def parse_line(
+    secret: str | bytes, line: str, resolve: DirectResolver | None = None
+) -> LoggedSend | None:
     """A log line's send, or None for a line that records no content (a 304, a 416, a
-    multi-range answer nginx is configured never to give) or is not ours (bad signature)."""
+    multi-range answer nginx is configured never to give) or is not ours (bad signature, or a
+    direct send `resolve` does not know)."""
     found = LOG_LINE.match(line.rstrip("\n"))
     if found is None:
         return None
-    decoded = read_evidence_key(secret, found["key"])
-    if decoded is None:
-        return None
-    trial_id, slot, total = decoded
     status, written = int(found["status"]), int(found["sent"])
+    direct_key = DIRECT_KEY.match(found["key"])
+    if direct_key is not None:
+        trial_id = resolve(*direct_key.groups()) if resolve is not None else None
+        if trial_id is None:
+            return None
+        slot = direct_key[3]
+        total = _total_sent(status, found["range"], found["length"])
+        if total is None:
+            return None
+    else:
+        decoded = read_evidence_key(secret, found["key"])
+        if decoded is None:
+            return None
+        trial_id, slot, total = decoded
     if status == 200:
         first = 0
     elif status == 206:
@@ -246,6 +358,37 @@ def parse_line(secret: str | bytes, line: str) -> LoggedSend | None:
         return None
     at = datetime.fromtimestamp(float(found["msec"]), tz=UTC)
     return LoggedSend(trial_id, slot, first, min(written, max(0, total - first)), total, at)
+
+
+def _total_sent(status: int, content_range: str, length: str | None) -> int | None:
+    """The file's length as a direct send's headers state it: a 200's Content-Length, a 206's
+    Content-Range total."""
+    if status == 200:
+        return int(length) if length and length.isdigit() else None
+    sent_range = CONTENT_RANGE.match(content_range)
+    return int(sent_range[3]) if sent_range is not None else None
+
+
+def direct_resolver() -> DirectResolver:
+    """Resolve direct sends' tokens to trial ids, one query per trial (cached for one ingest)."""
+    trials: dict[tuple[str, str], tuple[int, frozenset[str]] | None] = {}
+
+    def resolve(participant_token: str, trial_token: str, slot: str) -> int | None:
+        key = (participant_token, trial_token)
+        if key not in trials:
+            row = db.session.execute(
+                select(Trial.id, Trial.trial_type, Trial.spec)
+                .join(Participant, Participant.id == Trial.participant_id)
+                .where(Trial.token == trial_token, Participant.token == participant_token)
+            ).first()
+            trials[key] = (
+                None if row is None
+                else (row.id, frozenset(get_trial_type(row.trial_type).media(row.spec)))
+            )
+        found = trials[key]
+        return found[0] if found is not None and slot in found[1] else None
+
+    return resolve
 
 
 def merge_logged(send: LoggedSend, count_request: bool = False) -> bool:
@@ -343,12 +486,13 @@ def ingest_media_log(
                 offset = 0  # truncated in place
             log.seek(offset)
             lines = merged = refused = 0
+            resolve = direct_resolver()
             for raw in log:
                 if not raw.endswith(b"\n"):
                     break  # nginx is still writing this line: the next ingest reads it
                 offset += len(raw)
                 lines += 1
-                send = parse_line(secret, raw.decode("utf-8", "replace"))
+                send = parse_line(secret, raw.decode("utf-8", "replace"), resolve)
                 if send is None:
                     refused += 1
                 elif merge_logged(send, count_requests):
@@ -380,12 +524,13 @@ class Collected:
     bytes_deleted: int
 
 
-def live_names(secret: str | bytes) -> set[str]:
+def live_names(secret: str | bytes, direct: bool = False) -> set[str]:
     """Renditions a participant may still ask for: every media slot of each trial that has
-    been shown and not answered, of a participant still in the study."""
+    been shown and not answered, of a participant still in the study (under direct sends:
+    those trials' folders)."""
     names: set[str] = set()
     rows = db.session.execute(
-        select(Trial.token, Trial.trial_type, Trial.spec)
+        select(Trial.token, Trial.trial_type, Trial.spec, Participant.token)
         .join(Participant, Participant.id == Trial.participant_id)
         .outerjoin(Answer, Answer.trial_id == Trial.id)
         .where(
@@ -395,7 +540,10 @@ def live_names(secret: str | bytes) -> set[str]:
             Participant.screened_out.is_(False),
         )
     )
-    for token, trial_type, spec in rows:
+    for token, trial_type, spec, participant_token in rows:
+        if direct:
+            names.add(trial_folder(participant_token, token))
+            continue
         for slot in get_trial_type(trial_type).media(spec):
             names.add(rendition_name(secret, token, slot))
     return names
@@ -412,7 +560,8 @@ def collect(
     """Delete renditions no current trial needs, then those made more than `max_age_hours`
     ago (an abandoned session's), then the oldest until the rest fit in `max_bytes`. Age is
     the file's ctime (when it was made: its mtime is the fixed MEDIA_MTIME). Leftover
-    temporary files of a crashed render go once an hour old."""
+    temporary files of a crashed render go once an hour old. Under direct sends each entry is
+    a trial's folder (its age the folder's, its size its files')."""
     now = datetime.now(UTC).timestamp() if now is None else now
     live = set(live)
     kept: list[tuple[float, int, Path]] = []
@@ -420,7 +569,10 @@ def collect(
 
     def delete(path: Path, size: int) -> None:
         nonlocal deleted, bytes_deleted
-        path.unlink(missing_ok=True)
+        try:
+            _remove(path)
+        except OSError:
+            return  # another collector, or a server rendering into it: the next run sees it
         deleted += 1
         bytes_deleted += size
 
@@ -429,16 +581,20 @@ def collect(
     for path in renditions_dir.iterdir():
         try:
             status = path.stat()
+            size = (
+                sum(child.stat().st_size for child in path.iterdir())
+                if path.is_dir() else status.st_size
+            )
         except FileNotFoundError:
             continue  # another collector took it
         age_hours = (now - status.st_ctime) / 3600
         if path.name.endswith(".tmp"):
             if age_hours > 1:
-                delete(path, status.st_size)
+                delete(path, size)
         elif path.name not in live or age_hours > max_age_hours:
-            delete(path, status.st_size)
+            delete(path, size)
         else:
-            kept.append((status.st_ctime, status.st_size, path))
+            kept.append((status.st_ctime, size, path))
     kept.sort()  # oldest first
     total = sum(size for _, size, _ in kept)
     while kept and total > max_bytes:
@@ -452,7 +608,7 @@ def collect_configured(app: Flask) -> Collected:
     config = app.config
     return collect(
         Path(config["MEDIA_RENDITIONS_DIR"]),
-        live_names(config["SECRET_KEY"]),
+        live_names(config["SECRET_KEY"], direct(app)),
         max_bytes=int(config.get("MEDIA_RENDITIONS_MAX_BYTES", DEFAULT_MAX_BYTES)),
         max_age_hours=float(config.get("MEDIA_RENDITIONS_MAX_AGE_HOURS", DEFAULT_MAX_AGE_HOURS)),
     )

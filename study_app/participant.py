@@ -202,8 +202,26 @@ def step(token: str):
     if trial.presented_at is None:
         trial.presented_at = utcnow()
         db.session.commit()
+    if media_accel.direct(current_app):
+        _prepare_direct_media(participant, trial)
     progress = {"done": position.answered, "total": position.total}
     return _render_trial(participant, trial, participant.study, progress=progress)
+
+
+def _prepare_direct_media(participant: Participant, trial: Trial) -> None:
+    """MEDIA_DIRECT: the trial's renditions on disk before its page goes out, so that nginx
+    sends its media without the app (media_accel.prepare_trial_media)."""
+    current = CurrentMedia(
+        trial.id, trial.token, trial.trial_type, trial.spec, participant.study.stimulus_set_id
+    )
+    secret = current_app.config["SECRET_KEY"]
+    media = {}
+    for slot, ref in get_trial_type(trial.trial_type).media(trial.spec).items():
+        path, mimetype = _media_file(current, ref)
+        media[slot] = media_accel.SlotMedium(
+            path, mimetype, dither_seed(secret, trial.token, slot)
+        )
+    media_accel.prepare_trial_media(participant.token, trial.token, media)
 
 
 def _render_trial(
@@ -315,7 +333,7 @@ def answer(token: str, trial_token: str):
         return redirect(url_for(".step", token=token), code=303)
     if stored and media_accel.enabled(current_app):
         slots = get_trial_type(trial.trial_type).media(trial.spec)
-        media_accel.forget_renditions(trial.token, slots)
+        media_accel.forget_renditions(participant.token, trial.token, slots)
     _apply_screening(participant, trial)
     return redirect(url_for(".step", token=token), code=303)
 
@@ -359,7 +377,7 @@ def media(token: str, trial_token: str, slot: str):
         # log), the bytes when it ingests the log (media_accel.py).
         try:
             response = media_accel.accel_response(
-                trial.trial_id, trial.trial_token, slot, path, mimetype, seed
+                token, trial.trial_id, trial.trial_token, slot, path, mimetype, seed
             )
         except OSError as error:
             if error.errno not in media_accel.FOLDER_FULL:

@@ -23,12 +23,16 @@ NGINX = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
 PREFIX = "/_media_internal/"
 
 
-def accel(app, tmp_path: Path, on: bool = True) -> None:
+def accel(app, tmp_path: Path, on: bool = True, direct: bool = False) -> None:
+    """Media through nginx (`on`); `direct`: MEDIA_DIRECT, which needs the throttle in nginx."""
     app.config.update(
         MEDIA_ACCEL_REDIRECT=PREFIX if on else None,
         MEDIA_RENDITIONS_DIR=str(tmp_path / "renditions"),
         MEDIA_ACCESS_LOG=str(tmp_path / "media.log"),
+        MEDIA_DIRECT=on and direct,
     )
+    if on and direct:
+        app.config["MEDIA_THROTTLE_IN_PROXY"] = True
 
 
 def free_port() -> int:

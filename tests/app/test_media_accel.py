@@ -69,6 +69,21 @@ def export_row(app, trial_token: str) -> dict[str, str]:
     return row
 
 
+def count_media_requests(app) -> list[str]:
+    """From now on, the URL of every request the app's media route gets, in a list."""
+    seen: list[str] = []
+    view = app.view_functions["participant.media"]
+
+    def counted(**kwargs):
+        from flask import request
+
+        seen.append(request.path)
+        return view(**kwargs)
+
+    app.view_functions["participant.media"] = counted
+    return seen
+
+
 # Renditions -------------------------------------------------------------------------------------
 
 
@@ -344,6 +359,11 @@ def same_fetches(port: int, urls: dict[str, str]) -> dict[str, dict[str, str]]:
         status, headers, _ = fetch(port, urls["x"], {"Range": piece})
         assert status == 206
         seen.setdefault("x", headers)
+    # a revalidation (no browser sends one for a no-store answer, but a script may)
+    status, seen["a-304"], _ = fetch(
+        port, urls["a"], {"If-Modified-Since": seen["a"]["last-modified"]}
+    )
+    assert status == 304
     return seen
 
 
@@ -360,16 +380,21 @@ def wait_for_log(log: Path, lines: int) -> None:
     NGINX is None and not os.environ.get("CI"),
     reason="nginx is not installed (apt-get install nginx-light); CI installs it",
 )
-@pytest.mark.parametrize("throttle_in_proxy", [False, True], ids=["app-counts", "log-counts"])
+@pytest.mark.parametrize(
+    "throttle_in_proxy, direct",
+    [(False, False), (True, False), (True, True)],
+    ids=["app-counts", "log-counts", "direct"],
+)
 def test_evidence_through_nginx_equals_the_app_paths(
-    app, client, demo_study, tmp_path, throttle_in_proxy
+    app, client, demo_study, tmp_path, throttle_in_proxy, direct
 ):
     """The same fetches (an aborted start, whole, Range pieces, a part) of an ABX trial by two
     participants: one served by the app itself, one by nginx from renditions. The evidence rows
     and the export's evidence columns are identical; the headers a browser sees are the same
     (bar Server and Date); the internal location and the evidence key stay out of reach. With
     MEDIA_THROTTLE_IN_PROXY the app writes nothing per media request and the requests are
-    counted from nginx's log: the same rows."""
+    counted from nginx's log: the same rows. With MEDIA_DIRECT the page rendered the trial's
+    renditions and nginx sent every fetch without asking the app: the same rows again."""
     app.config["MEDIA_THROTTLE_IN_PROXY"] = throttle_in_proxy
     step_app = start(client, entry(app))
     page_app = to_first(app, client, step_app, "abx")
@@ -379,8 +404,13 @@ def test_evidence_through_nginx_equals_the_app_paths(
     log = tmp_path / "media.log"
     with nginx_in_front(app, tmp_path) as (port, app_port):
         seen_app = same_fetches(app_port, media_of(page_app))
-        accel(app, tmp_path)
+        accel(app, tmp_path, direct=direct)
+        if direct:  # the page (shown again) renders the trial's renditions for nginx
+            assert read_page(other.get(step_nginx)).media == page_nginx.media
+        reached_app = count_media_requests(app)
         seen_nginx = same_fetches(port, media_of(page_nginx))
+        # Under X-Accel every fetch was authorised by the app; sent directly, not one was.
+        assert len(reached_app) == (0 if direct else 8)
         wait_for_log(log, 7)
         if throttle_in_proxy:  # nothing written until the log is ingested
             assert evidence_of(app, token_of(page_nginx)) == {}
@@ -390,15 +420,27 @@ def test_evidence_through_nginx_equals_the_app_paths(
         # the app still authorises: another participant's trial is refused, as on the app path
         forged = media_of(page_nginx)["a"].replace(token_of(page_nginx), token_of(page_app))
         assert fetch(port, forged)[0] == fetch(app_port, forged)[0] == 404
-    for slot in "abx":
+        # several ranges at once: 416 from the app, as on the app path (and nothing counted)
+        two_ranges = {"Range": "bytes=0-1,5-6"}
+        assert fetch(port, media_of(page_nginx)["a"], two_ranges)[0] == 416
+        assert fetch(app_port, media_of(page_app)["a"], two_ranges)[0] == 416
+    for slot in ("a", "b", "x", "a-304"):
         assert not any(h.startswith("x-sightsound") or h == "etag" for h in seen_nginx[slot])
         assert "x-accel-redirect" not in seen_nginx[slot]
+        if slot == "a-304":
+            continue  # nginx's 304 states Last-Modified, Werkzeug's Accept-Ranges: either way
+            # the same for every slot and condition, so it tells a participant nothing
         strip = {h: v for h, v in seen_app[slot].items() if h not in SERVER_HEADERS}
         assert {h: v for h, v in seen_nginx[slot].items() if h not in SERVER_HEADERS} == strip
     with app.app_context():
         result = media_accel.ingest_configured()
-    assert result is not None and result.merged == 7  # (+ the refused internal fetch)
-    assert evidence_of(app, token_of(page_nginx)) == evidence_of(app, token_of(page_app))
+    assert result is not None and result.merged == 7  # (+ the refused internal fetch, the 304)
+    expected = evidence_of(app, token_of(page_app))
+    if not throttle_in_proxy:  # the app counts each request it authorises, the 304 too (the
+        # app path counts what it sends a body for); only `requests` differs, never the bytes
+        ranges, total, requests = expected["a"]
+        expected["a"] = (ranges, total, requests + 1)
+    assert evidence_of(app, token_of(page_nginx)) == expected
     rows = []
     for page, tester in ((page_app, client), (page_nginx, other)):
         shift_presented(app, token_of(page), 9.6)
@@ -468,3 +510,159 @@ def test_with_the_throttle_in_nginx_a_flood_is_refused_by_nginx(app, client, dem
     with app.app_context():
         assert media_accel.ingest_configured().merged == served
     assert evidence_of(app, token_of(page))["a"][2] == served
+
+
+# Direct sends (MEDIA_DIRECT) -------------------------------------------------------------------
+
+
+def participant_of(step: str) -> str:
+    return step.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_direct_sends_need_the_throttle_and_the_log_in_nginx(tmp_path):
+    from study_app import create_app
+
+    config = {"TESTING": True, "SECRET_KEY": "s", "SQLALCHEMY_DATABASE_URI": "sqlite://"}
+    with pytest.raises(ValueError, match="MEDIA_DIRECT needs"):
+        create_app(config | {"MEDIA_DIRECT": True, "MEDIA_ACCEL_REDIRECT": PREFIX})
+    create_app(config | {"MEDIA_DIRECT": True, "MEDIA_ACCEL_REDIRECT": PREFIX,
+                         "MEDIA_THROTTLE_IN_PROXY": True})
+
+
+def test_the_page_renders_its_trials_renditions_where_nginx_looks(
+    app, client, demo_study, tmp_path
+):
+    """MEDIA_DIRECT: showing a trial's page writes each slot's rendition at
+    `<participant token>.<trial token>/<slot>.wav`, the path nginx derives from the media URL:
+    the app path's very bytes, the fixed mtime, no two slots alike. The answer deletes the
+    trial's folder; media-gc keeps exactly the current trials' folders."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    urls = media_of(page)
+    served = {slot: client.get(url, buffered=True).get_data() for slot, url in urls.items()}
+    accel(app, tmp_path, direct=True)
+    assert read_page(client.get(step)).media == page.media  # shown again: rendered now
+    renditions = tmp_path / "renditions"
+    folder = renditions / f"{participant_of(step)}.{token_of(page)}"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.wav", "b.wav", "x.wav"]
+    for slot, body in served.items():
+        assert (folder / f"{slot}.wav").read_bytes() == body
+        assert (folder / f"{slot}.wav").stat().st_mtime == MEDIA_MTIME
+    assert len({(folder / f"{s}.wav").read_bytes() for s in "abx"}) == 3
+    # the fallback (a fetch that reaches the app) redirects to the same file, and writes none
+    response = client.get(media_of(page)["a"], buffered=True)
+    assert response.headers["X-Accel-Redirect"] == f"{PREFIX}{folder.name}/a.wav"
+    with app.app_context():
+        assert media_accel.live_names("test-secret", direct=True) == {folder.name}
+    abandoned = renditions / f"{'P' * 43}.{'T' * 43}"  # a trial nobody will come back to
+    abandoned.mkdir()
+    (abandoned / "a.wav").write_bytes(b"an abandoned trial's rendition")
+    assert app.test_cli_runner().invoke(args=["media-gc"]).exit_code == 0
+    assert [p.name for p in renditions.iterdir()] == [folder.name]
+    collected = media_accel.collect(renditions, {folder.name}, max_bytes=0)
+    assert (collected.deleted, collected.bytes_deleted) == (1, sum(map(len, served.values())))
+    assert read_page(client.get(step)).media == page.media  # rendered again for nginx
+    assert client.post(page.action, data=valid_answer(app, page)).status_code == 303
+    assert not folder.exists()
+    following = read_page(client.get(step))
+    new_folder = renditions / f"{participant_of(step)}.{token_of(following)}"
+    assert len(list(new_folder.iterdir())) == len(following.media)
+
+
+def test_a_page_whose_renditions_cannot_be_written_is_still_shown(
+    app, client, demo_study, tmp_path, monkeypatch
+):
+    """No room for the renditions when the page is shown: the page goes out all the same, and
+    its media come through the media route (which tries again, then sends them itself)."""
+    import errno
+
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    expected = client.get(media_of(page)["a"], buffered=True).get_data()
+    accel(app, tmp_path, direct=True)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(media_accel, "ensure_rendition", full)
+    assert client.get(step).status_code == 200
+    assert not (tmp_path / "renditions").exists()
+    response = client.get(media_of(page)["a"], buffered=True)
+    assert response.status_code == 200 and response.get_data() == expected
+
+
+def test_ingest_maps_direct_sends_to_their_trial_and_refuses_strangers(
+    app, client, demo_study, tmp_path
+):
+    """A direct send's log line names the URL's tokens and slot: merged into that trial's
+    evidence (total from Content-Length or Content-Range); a line for a participant who has no
+    such trial, or a slot the trial has not, is refused."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    accel(app, tmp_path, direct=True)
+    participant, trial = participant_of(step), token_of(page)
+
+    def line(key: str, status: int, sent: int, content_range: str = "", length: str = ""):
+        fields = f'{time.time():.3f} r {status} {sent} "OK" "{key}" "{content_range}" "{length}"'
+        return f"sightsound-media/2 {fields}\n"
+
+    log = tmp_path / "media.log"
+    log.write_text(
+        line(f"direct.{participant}.{trial}.a", 200, 5000, length="5000")
+        + line(f"direct.{participant}.{trial}.b", 206, 100, "bytes 100-199/5000", "100")
+        + line(f"direct.{'P' * 43}.{trial}.a", 200, 5000, length="5000")  # not this trial's
+        + line(f"direct.{participant}.{trial}.zz", 200, 5000, length="5000")  # no such slot
+        + line(f"direct.{participant}.{trial}.x", 304, 0)  # not content
+    )
+    with app.app_context():
+        result = media_accel.ingest_configured()
+    assert (result.lines, result.merged, result.refused) == (5, 2, 3)
+    assert evidence_of(app, trial) == {
+        "a": ([[0, 5000]], 5000, 1),
+        "b": ([[100, 200]], 5000, 1),
+    }
+
+
+@pytest.mark.skipif(
+    NGINX is None and not os.environ.get("CI"),
+    reason="nginx is not installed (apt-get install nginx-light); CI installs it",
+)
+def test_nginx_sends_directly_only_what_the_app_would_authorise(
+    app, client, demo_study, tmp_path
+):
+    """Direct sends keep the media route's rule, current trial only, through nginx: the
+    current trial's media are sent without the app; an answered trial's are gone (404 from the
+    app); another participant's token, a trial not reached, a slot with an extension, a path
+    outside the URL shape, the renditions folder itself: 404, each from the app or nginx."""
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    other_step = start(app.test_client(), entry(app))
+    accel(app, tmp_path, direct=True)
+    read_page(client.get(step))  # renders the renditions
+    participant, trial = participant_of(step), token_of(page)
+    with app.app_context():
+        later = db.session.scalar(
+            select(Trial.token).join(Trial.participant)
+            .where(Trial.token != trial, Trial.presented_at.is_(None))
+            .where(Trial.participant.has(token=participant))
+            .order_by(Trial.trial_index.desc())
+        )
+    with nginx_in_front(app, tmp_path) as (port, _):
+        reached_app = count_media_requests(app)
+        for url in page.media:
+            assert fetch(port, url)[0] == 200
+        assert reached_app == []  # all three sent by nginx alone
+        a = media_of(page)["a"]
+        refused = [
+            a.replace(participant, participant_of(other_step)),  # someone else's token
+            a.replace(trial, later),  # a trial not reached
+            a + ".wav",
+            f"/p/{participant}/t/{trial}/m/../{trial}/m/a",
+            f"/p/{participant}.{trial}/a.wav",
+            f"{PREFIX}{participant}.{trial}/a.wav",
+        ]
+        assert [fetch(port, url)[0] for url in refused] == [404] * len(refused)
+        assert client.post(page.action, data=valid_answer(app, page)).status_code == 303
+        assert [fetch(port, url)[0] for url in page.media] == [404] * 3  # answered: gone
+        # the media route saw the first three refused (the app's 404) and the answered three
+        assert len(reached_app) == 3 + 3

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.sqlite_only
     NGINX is None and not os.environ.get("CI"),
     reason="nginx is not installed (apt-get install nginx-light); CI installs it",
 )
-def test_demo_study_is_blind_through_nginx(app, demo_study, tmp_path, monkeypatch):
+@pytest.mark.parametrize("direct", [False, True], ids=["x-accel", "direct"])
+def test_demo_study_is_blind_through_nginx(app, demo_study, tmp_path, monkeypatch, direct):
+    """`direct`: MEDIA_DIRECT, as `make serve` runs: nginx sends every medium of a shown trial
+    without the app (pages render the renditions); else X-Accel-Redirect after the app's
+    authorisation."""
     with nginx_in_front(app, tmp_path) as (port, _):
 
         class ThroughNginx(audit.BrowserClient):
@@ -39,8 +43,10 @@ def test_demo_study_is_blind_through_nginx(app, demo_study, tmp_path, monkeypatc
                 return app.response_class(body, status=got.status, headers=got.getheaders())
 
         monkeypatch.setattr(audit, "BrowserClient", ThroughNginx)
-        accel(app, tmp_path)
+        accel(app, tmp_path, direct=direct)
         observations = collect(app, demo_study, participants=12, seed=1)
+    logged = (tmp_path / "media.log").read_text().splitlines()
+    assert logged and all(('"direct.' in line) == direct for line in logged)
     labelled = [o for o in observations if o.label is not None]
     assert {o.trial_type for o in labelled} == {"abx", "emotion_rating"}
     assert len(labelled) >= 12 * (4 * 3 + 4)

@@ -3,7 +3,8 @@ PostgreSQL schema and one media folder (scripts/serve.py, deploy/nginx.conf.temp
 media through nginx (X-Accel-Redirect, deploy/nginx-media.conf.template) as `make serve` runs.
 
 A participant's whole study, media included, goes through nginx with round robin and no sticky
-sessions, so consecutive requests alternate between the servers (checked in nginx's access log);
+sessions, so consecutive requests to the app alternate between the servers (checked in nginx's
+access log; a current trial's media nginx sends directly, MEDIA_DIRECT, without asking either);
 the export, with the listening evidence nginx logged, is the one a single in-process server
 sending the media itself gives for the same participant (same seed, same answers, same media
 read), time columns aside. Then one app server is killed with SIGKILL mid-study and the participant
@@ -216,11 +217,24 @@ def test_a_study_alternating_between_two_servers_exports_as_one_server(
     # Every request went to an app server, a media request too (the app authorises it, then
     # nginx sends the file), so round robin alternates over all of them; the access log has
     # the others, which must sit on the servers their place in that sequence gives.
+    # Every request that reached an app server took a turn of round robin: the pages and
+    # answers (in the access log), and any media request that nginx could not send directly
+    # (the app authorised it and X-Accel-Redirect ended it in the media log, with a signed key
+    # instead of `direct.`). The access log's servers must sit where that sequence puts them.
+    logged = media_log.read_text().splitlines()
+    direct = [line.split('"')[3].startswith("direct.") for line in logged]
+    assert all(direct)  # every medium of a shown trial was on disk: no app request for any
+    media_turns = iter(not d for d in direct)
+    turns = [not MEDIA_PATH.fullmatch(path) or next(media_turns) for path in sent]
     servers = upstreams(running.run_dir / "access.log")
     places = [i for i, path in enumerate(sent) if not MEDIA_PATH.fullmatch(path)]
     assert set(servers) == {server.address for server in running.app_servers}, servers
     assert len(servers) == len(places) >= 30  # join (2), 15 trials (2 each), the end page
-    expected = [servers[0] if (place - places[0]) % 2 == 0 else "other" for place in places]
+    turn_of = {place: sum(turns[:place]) for place in places}
+    expected = [
+        servers[0] if (turn_of[place] - turn_of[places[0]]) % 2 == 0 else "other"
+        for place in places
+    ]
     assert [s if s == servers[0] else "other" for s in servers] == expected, servers
     # nginx's media log into the evidence, as an export by an app server does first.
     with app.app_context():
@@ -388,13 +402,15 @@ def test_a_start_sweeps_other_runs_idle_memory_folders(serve, tmp_path):
     assert ours.exists() and busy.exists() and (memory / "unrelated").exists()
 
 
-@pytest.mark.parametrize("media_through_nginx", [True, False])
-def test_the_rendered_config_is_valid_and_complete(serve, tmp_path, media_through_nginx):
+@pytest.mark.parametrize(
+    "media_through_nginx, secure", [(True, False), (True, True), (False, False)]
+)
+def test_the_rendered_config_is_valid_and_complete(serve, tmp_path, media_through_nginx, secure):
     # (renditions in the run folder here: where there is no memory folder)
     media = serve.MediaAccel.under(tmp_path, {}, memory=None) if media_through_nginx else None
     config = serve.nginx_config(
         tmp_path, "127.0.0.1:1", ["127.0.0.1:2", "127.0.0.1:3"], tmp_path / "collected",
-        media=media,
+        media=media, secure=secure,
     )  # fmt: skip
     text = config.read_text()
     assert "{{" not in text and "server 127.0.0.1:2;" in text and "server 127.0.0.1:3;" in text
@@ -407,6 +423,14 @@ def test_the_rendered_config_is_valid_and_complete(serve, tmp_path, media_throug
         assert f"alias {tmp_path / 'renditions'}/;" in locations
         assert f"access_log {tmp_path / 'media-access.log'} sightsound_media;" in locations
         assert "location /_media_internal/ {" in locations
+        # direct sends: the app's own security headers, HSTS only behind HTTPS
+        from study_app import security_headers
+
+        for name, value in security_headers(secure):
+            assert f'add_header {name} "{value}";' in locations
+        assert ('add_header Strict-Transport-Security "' in locations) == secure
+        assert f"root {tmp_path / 'renditions'};" in locations
+        assert media.env()["SIGHTSOUND_MEDIA_DIRECT"] == "1"  # serve.py's default
     else:
         assert locations == log_format == ""
     checked = subprocess.run(
