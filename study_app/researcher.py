@@ -16,6 +16,7 @@ import yaml
 from flask import (
     Blueprint,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -26,7 +27,7 @@ from flask import (
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
-from . import prereg_store
+from . import media_accel, prereg_store
 from .auth import safe_next
 from .dashboard import participant_row, study_summary
 from .design import (
@@ -59,7 +60,7 @@ from .services import (
     update_design,
     withdraw,
 )
-from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types
+from .trial_types import COMMON_BLOCK_OPTIONS, all_trial_types, get_trial_type
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 
@@ -484,6 +485,17 @@ def participant_detail(slug: str, public_id: str):
 def withdraw_participant(slug: str, public_id: str):
     study = _own_study(slug)
     participant = _participant_of(study, public_id)
+    # A shown, unanswered trial's renditions: under direct sends nginx would go on sending
+    # them (they exist while the trial is current), so they go with the participant.
+    shown = [
+        (trial.token, get_trial_type(trial.trial_type).media(trial.spec))
+        for trial in participant.trials
+        if trial.presented_at is not None and trial.response is None
+    ]
+    participant_token = participant.token
     withdraw(participant, current_user, request.form.get("reason", ""))
+    if media_accel.enabled(current_app):
+        for trial_token, slots in shown:
+            media_accel.forget_renditions(participant_token, trial_token, slots)
     flash(f"{public_id} withdrawn: their answers were deleted.")
     return redirect(url_for(".dashboard", slug=study.slug))

@@ -24,7 +24,7 @@ from study_app import media_accel
 from study_app.audio import dither_seed, dithered_rendition
 from study_app.export import responses_csv
 from study_app.extensions import db
-from study_app.models import Study, Trial
+from study_app.models import Participant, Study, Trial
 from study_app.services import MEDIA_MTIME
 
 # Headers that differ between any two servers and say nothing about a clip.
@@ -666,3 +666,29 @@ def test_nginx_sends_directly_only_what_the_app_would_authorise(
         assert [fetch(port, url)[0] for url in page.media] == [404] * 3  # answered: gone
         # the media route saw the first three refused (the app's 404) and the answered three
         assert len(reached_app) == 3 + 3
+
+
+def test_a_withdrawn_participants_shown_trial_renditions_go_with_them(
+    app, client, demo_study, owner, tmp_path
+):
+    """Under direct sends a rendition is what lets nginx send a medium; withdrawing a
+    participant mid-trial deletes the shown trial's renditions with their data, so nginx has
+    nothing left to send them (another participant's stay)."""
+    accel(app, tmp_path, direct=True)
+    step = start(client, entry(app))
+    page = to_first(app, client, step, "abx")
+    other = app.test_client()
+    other_page = to_first(app, other, start(other, entry(app)), "abx")
+    renditions = tmp_path / "renditions"
+    folder = f"{participant_of(step)}.{token_of(page)}"
+    assert folder in {p.name for p in renditions.iterdir()}
+    with app.app_context():
+        public_id = db.session.scalar(
+            select(Participant).where(Participant.token == participant_of(step))
+        ).public_id
+    response = owner.post(
+        f"/researcher/studies/{demo_study}/participants/{public_id}/withdraw", data={}
+    )
+    assert response.status_code == 302
+    left = [p.name for p in renditions.iterdir()]
+    assert len(left) == 1 and left[0].endswith(token_of(other_page))
