@@ -25,6 +25,7 @@ from flask import (
 )
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
+from werkzeug.exceptions import NotFound
 
 from . import media_accel
 from .audio import dither_seed, dithered_rendition, waveform_peaks
@@ -217,7 +218,10 @@ def _prepare_direct_media(participant: Participant, trial: Trial) -> None:
     secret = current_app.config["SECRET_KEY"]
     media = {}
     for slot, ref in get_trial_type(trial.trial_type).media(trial.spec).items():
-        path, mimetype = _media_file(current, ref)
+        try:
+            path, mimetype = _media_file(current, ref)
+        except NotFound:
+            continue  # a medium the set lacks: its request gets the media route's 404
         media[slot] = media_accel.SlotMedium(
             path, mimetype, dither_seed(secret, trial.token, slot)
         )

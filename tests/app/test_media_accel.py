@@ -19,6 +19,7 @@ import pytest
 from flow import evidence_of, read_page, shift_presented, start, valid_answer
 from nginx_front import NGINX, PREFIX, accel, nginx_in_front
 from sqlalchemy import select
+from werkzeug.exceptions import NotFound
 
 from study_app import media_accel
 from study_app.audio import dither_seed, dithered_rendition
@@ -26,6 +27,7 @@ from study_app.export import responses_csv
 from study_app.extensions import db
 from study_app.models import Participant, Study, Trial
 from study_app.services import MEDIA_MTIME
+from study_app.trial_types import get_trial_type
 
 # Headers that differ between any two servers and say nothing about a clip.
 SERVER_HEADERS = {"server", "date", "connection", "keep-alive"}
@@ -589,6 +591,26 @@ def test_a_page_whose_renditions_cannot_be_written_is_still_shown(
     assert not (tmp_path / "renditions").exists()
     response = client.get(media_of(page)["a"], buffered=True)
     assert response.status_code == 200 and response.get_data() == expected
+    monkeypatch.undo()
+    # a medium the stimulus set lacks (its media request: 404): the page is shown, the rest
+    # of its renditions written
+    from study_app import participant as participant_module
+
+    media_file = participant_module._media_file
+
+    refs = {}
+
+    def lacking_a(trial, ref):
+        refs.update(get_trial_type(trial.trial_type).media(trial.spec))
+        if ref == refs["a"]:  # (x too, when x is a's clip)
+            raise NotFound()
+        return media_file(trial, ref)
+
+    monkeypatch.setattr(participant_module, "_media_file", lacking_a)
+    assert client.get(step).status_code == 200
+    folder = tmp_path / "renditions" / f"{participant_of(step)}.{token_of(page)}"
+    written = sorted(f"{slot}.wav" for slot, ref in refs.items() if ref != refs["a"])
+    assert sorted(p.name for p in folder.iterdir()) == written and "b.wav" in written
 
 
 def test_ingest_maps_direct_sends_to_their_trial_and_refuses_strangers(
