@@ -225,8 +225,14 @@ class Recorder:
     # the same for requests that got no answer at all (refused, reset)
     connection_failures: list[tuple[float, str]] = field(default_factory=list)
 
+    # (time.monotonic() at the end, milliseconds) of every trial page and answer, for the
+    # study's minute-by-minute figures (where in the run the tail is: the ramp, or later)
+    paced: list[tuple[float, float]] = field(default_factory=list)
+
     def timed(self, name: str, seconds: float) -> None:
         self.latencies[name].append(seconds * 1000)
+        if name in ("trial page", "answer POST"):
+            self.paced.append((time.monotonic(), seconds * 1000))
 
 
 class Unavailable(Exception):
@@ -575,7 +581,22 @@ def summary(recorder: Recorder, bare: Recorder, loop_seconds: float, bare_second
         "throughput_ratio": round(loop_rps / bare_rps, 3),
         "errors": dict(recorder.errors),
         "retries": recorder.retries,
+        "pages_and_answers_by_minute": by_minute(recorder.paced),
     }
+
+
+def by_minute(paced: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Trial pages and answers per minute of the study (from the first one): how many, and
+    their p50 / p99 / max in ms."""
+    if not paced:
+        return []
+    start = min(at for at, _ in paced)
+    minutes: dict[int, list[float]] = defaultdict(list)
+    for at, ms in paced:
+        minutes[int((at - start) // 60)].append(ms)
+    return [
+        {"minute": minute, **percentiles(values)} for minute, values in sorted(minutes.items())
+    ]
 
 
 class FolderWatch:

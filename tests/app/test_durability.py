@@ -100,6 +100,9 @@ def test_loadgen_reports_latency_throughput_cpu_and_integrity(durability, tmp_pa
     assert figures["endpoints"]["media"]["n"] == 4 * 32  # the demo study: 32 media fetches each
     assert figures["healthz"]["n"] == figures["trial_loop"]["n"]
     assert 0 < figures["throughput_ratio"] < 1
+    minutes = figures["pages_and_answers_by_minute"]
+    assert minutes and minutes[0]["minute"] == 0
+    assert sum(m["n"] for m in minutes) == 4 * 16 + 4 * 15  # every page and answer, once
     # uvloop comes with the dev extra; one gunicorn closes every connection, so one each
     assert figures["setup"]["client"] == {"event_loop": "uvloop",
                                           "connections": "one per request"}
