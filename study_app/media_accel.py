@@ -84,7 +84,6 @@ from .services import MEDIA_MTIME
 from .trial_types import get_trial_type
 
 EVIDENCE_HEADER = "X-SightSound-Evidence"
-LOG_TAG = "sightsound-media/1"
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: ~1,100 renditions of a 10 s stereo 44.1 kHz clip
 DEFAULT_MAX_AGE_HOURS = 6.0
 # A rendition that cannot be written for want of room: the media route then sends the bytes
@@ -240,10 +239,10 @@ def prepare_trial_media(
     participant_token: str, trial_token: str, media: dict[str, SlotMedium]
 ) -> None:
     """Under MEDIA_DIRECT, render a trial's renditions when its page is shown, where nginx
-    will look for them, so that every fetch of its media is a direct send. A rendition that
-    cannot be written (the folder full, or any other error) is left out: its fetches go to
-    the media route, which tries again and, failing that, sends the bytes itself. The page is
-    never failed for it."""
+    will look for them, so that every fetch of its media is a direct send. The first rendition
+    that cannot be written (the folder full, or any other error) ends the rendering: it and
+    the slots after it are left out, and their fetches go to the media route, which tries
+    again and, failing that, sends the bytes itself. The page is never failed for it."""
     config = current_app.config
     folder = Path(config["MEDIA_RENDITIONS_DIR"])
     for slot, medium in media.items():

@@ -487,15 +487,15 @@ def withdraw_participant(slug: str, public_id: str):
     participant = _participant_of(study, public_id)
     # A shown, unanswered trial's renditions: under direct sends nginx would go on sending
     # them (they exist while the trial is current), so they go with the participant.
+    # (Read only with media through nginx: it loads every trial and its answer.)
     shown = [
         (trial.token, get_trial_type(trial.trial_type).media(trial.spec))
         for trial in participant.trials
         if trial.presented_at is not None and trial.response is None
-    ]
+    ] if media_accel.enabled(current_app) else []
     participant_token = participant.token
     withdraw(participant, current_user, request.form.get("reason", ""))
-    if media_accel.enabled(current_app):
-        for trial_token, slots in shown:
-            media_accel.forget_renditions(participant_token, trial_token, slots)
+    for trial_token, slots in shown:
+        media_accel.forget_renditions(participant_token, trial_token, slots)
     flash(f"{public_id} withdrawn: their answers were deleted.")
     return redirect(url_for(".dashboard", slug=study.slug))
